@@ -1,0 +1,15 @@
+//! `pvelxc-init`: the tiny init that runs as PID 1 inside a Proxmox CT for
+//! containerd-shim-pvelxc-v2, and the wire protocol the shim speaks with it.
+//!
+//! * [`proto`]: message types, length-prefixed JSON framing (pure encode /
+//!   decode over byte buffers) and blocking `SCM_RIGHTS` send/receive helpers.
+//! * [`process`]: the subset of the OCI runtime-spec `Process` object the init
+//!   applies, plus the helpers that apply it (rlimits, cwd, umask, ids,
+//!   no_new_privs, PATH lookup, runc-compatible exec exit codes).
+//!
+//! No tokio here: async host code drives the non-blocking pieces
+//! ([`proto::recv_into`], [`proto::send_frame`]) from its own reactor.
+//! See `PROTOCOL.md` for the process model and the file modes the shim must use.
+
+pub mod process;
+pub mod proto;
