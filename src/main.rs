@@ -1,1 +1,37 @@
-fn main() {}
+use containerd_shim_pvelxc_v2::{shim::PvelxcShim, REVISION, RUNTIME_NAME, VERSION};
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args
+        .iter()
+        .skip(1)
+        .any(|a| a == "-v" || a == "--version" || a == "-version")
+    {
+        println!("containerd-shim-pvelxc-v2:");
+        println!("  Version:  {}", VERSION.trim());
+        println!("  Revision: {REVISION}");
+        return;
+    }
+    if args.iter().skip(1).any(|a| a == "-info" || a == "--info") {
+        eprintln!("containerd-shim-pvelxc-v2: -info is not supported (task API v2 shim)");
+        std::process::exit(1);
+    }
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("containerd-shim-pvelxc-v2: cannot start runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    let config = containerd_shim::Config {
+        no_reaper: true,
+        ..Default::default()
+    };
+    rt.block_on(containerd_shim::asynchronous::run::<PvelxcShim>(
+        RUNTIME_NAME,
+        Some(config),
+    ));
+}

@@ -1,0 +1,164 @@
+//! The narrow interface between the task service and the places a container can run.
+//!
+//! A [`Backend`] makes [`Instance`]s (one per container) and cleans up after a crashed shim.
+//! Everything protocol-shaped stays in `service/`; backends see plain Rust types.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use containerd_shim_protos::protobuf::well_known_types::any::Any;
+use oci_spec::runtime::{LinuxResources, Process, Spec};
+use tokio::sync::mpsc;
+
+use crate::config::{BackendKind, Config};
+use crate::error::Result;
+use crate::options::RuntimeOptions;
+use crate::sys::reaper::Exit;
+use crate::sys::stdio::{ProcessIo, StdioPaths};
+
+pub mod crun;
+pub mod pct;
+pub mod registry;
+
+/// One rootfs mount as containerd hands it over in CreateTask.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RootfsMount {
+    pub kind: String,
+    pub source: String,
+    pub options: Vec<String>,
+}
+
+/// Everything a backend needs to create a container.
+pub struct CreateRequest {
+    pub namespace: String,
+    pub id: String,
+    pub bundle: PathBuf,
+    pub spec: Spec,
+    pub rootfs: Vec<RootfsMount>,
+    pub stdio: StdioPaths,
+    pub options: RuntimeOptions,
+    pub config: Arc<Config>,
+}
+
+/// Resolves once, when the process has ended.
+pub type ExitFuture = Pin<Box<dyn std::future::Future<Output = Exit> + Send>>;
+
+/// A process the backend has made: its host pid, the shim's ends of its stdio, and its exit.
+pub struct Spawned {
+    pub pid: u32,
+    pub io: ProcessIo,
+    pub exit: ExitFuture,
+}
+
+/// Which process a call is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target<'a> {
+    Init,
+    Exec { id: &'a str, pid: u32 },
+}
+
+#[async_trait]
+pub trait Backend: Send + Sync {
+    fn kind(&self) -> BackendKind;
+
+    /// Whether this backend can run on this host; Err carries a user-facing reason.
+    fn usable(&self, config: &Config) -> std::result::Result<(), String>;
+
+    /// Create the container with its init process not yet running user code.
+    async fn create(&self, req: CreateRequest) -> Result<(Arc<dyn Instance>, Spawned)>;
+
+    /// Remove whatever a container left behind when its shim died (the `delete` action, in a
+    /// fresh process). Idempotent and best-effort: it must succeed when nothing is left.
+    async fn cleanup(&self, record: &BundleRecord, config: &Config) -> Result<()>;
+}
+
+/// One container on a backend.
+#[async_trait]
+pub trait Instance: Send + Sync {
+    /// Let the init process run the user's program.
+    async fn start(&self) -> Result<()>;
+    /// Create and start an additional process.
+    async fn exec(&self, exec_id: &str, process: &Process, stdio: &StdioPaths) -> Result<Spawned>;
+    async fn kill(&self, target: Target<'_>, signal: u32, all: bool) -> Result<()>;
+    async fn pause(&self) -> Result<()>;
+    async fn resume(&self) -> Result<()>;
+    /// Host pids of every process in the container.
+    async fn pids(&self) -> Result<Vec<u32>>;
+    /// Metrics as containerd expects them (cgroups v1 or v2 Metrics in an Any).
+    async fn stats(&self) -> Result<Any>;
+    async fn update(&self, resources: &LinuxResources) -> Result<()>;
+    /// Tear the container down; its init has exited (or `force`).
+    async fn delete(&self, force: bool) -> Result<()>;
+    /// OOM kills in the container, one message each; taken once by the service.
+    fn oom_events(&self) -> Option<mpsc::UnboundedReceiver<()>>;
+}
+
+/// What the shim persists in the bundle so that every later call, and the `delete` action of a
+/// fresh shim process, reach the same backend with the same settings.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct BundleRecord {
+    pub backend: Option<BackendKind>,
+    pub namespace: String,
+    pub id: String,
+    pub config_path: Option<String>,
+    /// Backend-specific facts (runtime binary and root, VMID, ...).
+    #[serde(default)]
+    pub data: HashMap<String, String>,
+}
+
+pub const RECORD_FILE: &str = "pvelxc.json";
+
+impl BundleRecord {
+    pub fn path(bundle: &Path) -> PathBuf {
+        bundle.join(RECORD_FILE)
+    }
+
+    pub fn load(bundle: &Path) -> Result<Option<BundleRecord>> {
+        let p = Self::path(bundle);
+        match std::fs::read(&p) {
+            Ok(b) => Ok(Some(serde_json::from_slice(&b).map_err(|e| {
+                crate::error::Error::internal(format!("corrupt {}: {e}", p.display()))
+            })?)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(crate::error::Error::io(format!("read {}", p.display()), e)),
+        }
+    }
+
+    /// Write atomically (tmp + rename) so a crash never leaves half a record.
+    pub fn save(&self, bundle: &Path) -> Result<()> {
+        let p = Self::path(bundle);
+        let tmp = bundle.join(format!(".{RECORD_FILE}.tmp"));
+        let data = serde_json::to_vec_pretty(self)?;
+        std::fs::write(&tmp, data)
+            .and_then(|_| std::fs::rename(&tmp, &p))
+            .map_err(|e| crate::error::Error::io(format!("write {}", p.display()), e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn record_round_trip() {
+        let dir = std::env::temp_dir().join(format!("pvelxc-rec-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        assert_eq!(BundleRecord::load(&dir).expect("load"), None);
+        let mut r = BundleRecord {
+            backend: Some(BackendKind::Crun),
+            namespace: "default".into(),
+            id: "c1".into(),
+            ..Default::default()
+        };
+        r.data
+            .insert("root".into(), "/run/pvelxc/crun/default".into());
+        r.save(&dir).expect("save");
+        assert_eq!(BundleRecord::load(&dir).expect("load"), Some(r));
+        std::fs::write(BundleRecord::path(&dir), b"{").expect("corrupt");
+        assert!(BundleRecord::load(&dir).is_err());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

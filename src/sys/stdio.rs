@@ -1,0 +1,289 @@
+//! Copying a process's stdio between the backend's fds and containerd's stdio URIs (FIFOs,
+//! `file://` paths), with close_io, pty resize, and a bounded wait for output to drain.
+
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{oneshot, watch};
+
+use crate::error::{Error, Result};
+use crate::sys::fdio::{self, FdIo};
+
+/// containerd's view of a process's stdio (empty = not connected).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StdioPaths {
+    pub stdin: String,
+    pub stdout: String,
+    pub stderr: String,
+    pub terminal: bool,
+}
+
+/// The shim's ends of a process's stdio, as a backend hands them over.
+pub enum ProcessIo {
+    Pipes {
+        stdin: Option<OwnedFd>,
+        stdout: Option<OwnedFd>,
+        stderr: Option<OwnedFd>,
+    },
+    Pty {
+        master: OwnedFd,
+    },
+    Null,
+}
+
+/// Live copying for one process.
+pub struct IoHandle {
+    stdin_close: Mutex<Option<oneshot::Sender<()>>>,
+    pty: Option<OwnedFd>,
+    drained: watch::Receiver<usize>,
+    outputs: usize,
+    tasks: Vec<tokio::task::AbortHandle>,
+}
+
+enum Target {
+    Fd(OwnedFd),
+    File(std::fs::File),
+}
+
+/// Where an output URI points. `binary://` loggers are not supported (clear error).
+fn open_output(uri: &str) -> Result<Target> {
+    let path = parse_uri(uri)?;
+    let meta = std::fs::metadata(&path);
+    let is_fifo = meta
+        .as_ref()
+        .map(|m| {
+            use std::os::unix::fs::FileTypeExt;
+            m.file_type().is_fifo()
+        })
+        .unwrap_or(false);
+    if is_fifo {
+        let fd = fdio::open_rdwr_nonblock(&path)
+            .map_err(|e| Error::io(format!("open stdio fifo {}", path.display()), e))?;
+        return Ok(Target::Fd(fd));
+    }
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)
+            .map_err(|e| Error::io(format!("create log dir {}", parent.display()), e))?;
+    }
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .map_err(|e| Error::io(format!("open log file {}", path.display()), e))?;
+    Ok(Target::File(f))
+}
+
+fn parse_uri(uri: &str) -> Result<PathBuf> {
+    if let Some(rest) = uri.strip_prefix("file://") {
+        return Ok(PathBuf::from(rest));
+    }
+    if uri.starts_with("binary://") {
+        return Err(Error::Unimplemented(format!(
+            "stdio URI {uri}: binary:// logging drivers are not supported by this shim"
+        )));
+    }
+    if let Some((scheme, _)) = uri.split_once("://") {
+        return Err(Error::invalid(format!(
+            "stdio URI {uri}: unsupported scheme {scheme}"
+        )));
+    }
+    Ok(PathBuf::from(uri))
+}
+
+async fn pump<R, W>(mut r: R, mut w: W)
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    if let Err(e) = tokio::io::copy(&mut r, &mut w).await {
+        log::debug!("stdio copy ended: {e}");
+    }
+    let _ = w.flush().await;
+}
+
+async fn pump_to(src: OwnedFd, dst: Target) -> Result<()> {
+    let r = FdIo::new(src).map_err(|e| Error::io("stdio source", e))?;
+    match dst {
+        Target::Fd(fd) => {
+            let w = FdIo::new(fd).map_err(|e| Error::io("stdio target", e))?;
+            pump(r, w).await;
+        }
+        Target::File(f) => pump(r, tokio::fs::File::from_std(f)).await,
+    }
+    Ok(())
+}
+
+impl IoHandle {
+    /// Connect `io` to containerd's `paths` and start copying.
+    pub fn start(paths: &StdioPaths, io: ProcessIo) -> Result<IoHandle> {
+        let (drain_tx, drain_rx) = watch::channel(0usize);
+        let mut outputs = 0usize;
+        let mut tasks = Vec::new();
+        let mut spawn_out = |src: OwnedFd, uri: &str| -> Result<()> {
+            let dst = open_output(uri)?;
+            outputs += 1;
+            let tx = drain_tx.clone();
+            let h = tokio::spawn(async move {
+                if let Err(e) = pump_to(src, dst).await {
+                    log::warn!("stdio: {e}");
+                }
+                tx.send_modify(|n| *n += 1);
+            });
+            tasks.push(h.abort_handle());
+            Ok(())
+        };
+        let mut stdin_close = None;
+        let mut pty = None;
+        let stdin_sink: Option<OwnedFd> = match io {
+            ProcessIo::Null => None,
+            ProcessIo::Pipes {
+                stdin,
+                stdout,
+                stderr,
+            } => {
+                if let (Some(fd), false) = (stdout, paths.stdout.is_empty()) {
+                    spawn_out(fd, &paths.stdout)?;
+                }
+                if let (Some(fd), false) = (stderr, paths.stderr.is_empty()) {
+                    spawn_out(fd, &paths.stderr)?;
+                }
+                stdin
+            }
+            ProcessIo::Pty { master } => {
+                let dup = |fd: &OwnedFd| fd.try_clone().map_err(|e| Error::io("dup pty", e));
+                if !paths.stdout.is_empty() {
+                    spawn_out(dup(&master)?, &paths.stdout)?;
+                }
+                let input = (!paths.stdin.is_empty())
+                    .then(|| dup(&master))
+                    .transpose()?;
+                pty = Some(master);
+                input
+            }
+        };
+        if let (Some(sink), false) = (stdin_sink, paths.stdin.is_empty()) {
+            let src = fdio::open_read_nonblock(Path::new(&paths.stdin))
+                .map_err(|e| Error::io(format!("open stdin fifo {}", paths.stdin), e))?;
+            let (tx, rx) = oneshot::channel::<()>();
+            stdin_close = Some(tx);
+            let h = tokio::spawn(async move {
+                let (Ok(r), Ok(w)) = (FdIo::new(src), FdIo::new(sink)) else {
+                    return;
+                };
+                tokio::select! {
+                    _ = pump(r, w) => {}
+                    _ = rx => {}
+                }
+            });
+            tasks.push(h.abort_handle());
+        }
+        Ok(IoHandle {
+            stdin_close: Mutex::new(stdin_close),
+            pty,
+            drained: drain_rx,
+            outputs,
+            tasks,
+        })
+    }
+
+    /// Stop feeding stdin and close the process's stdin.
+    pub fn close_stdin(&self) {
+        if let Some(tx) = self
+            .stdin_close
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
+            let _ = tx.send(());
+        }
+    }
+
+    /// Stop every copy and close our ends (the process is gone or being deleted).
+    pub fn shutdown(&self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+
+    pub fn resize(&self, width: u32, height: u32) -> Result<()> {
+        let Some(master) = &self.pty else {
+            return Err(Error::precondition("process has no terminal"));
+        };
+        resize_pty(master, width, height)
+    }
+
+    pub fn has_pty(&self) -> bool {
+        self.pty.is_some()
+    }
+
+    /// Wait until every output stream reached EOF, at most `limit`.
+    pub async fn wait_drained(&self, limit: Duration) {
+        let mut rx = self.drained.clone();
+        let want = self.outputs;
+        let _ = tokio::time::timeout(limit, rx.wait_for(|n| *n >= want)).await;
+    }
+}
+
+pub fn resize_pty(master: &OwnedFd, width: u32, height: u32) -> Result<()> {
+    let ws = libc::winsize {
+        ws_row: u16::try_from(height).unwrap_or(u16::MAX),
+        ws_col: u16::try_from(width).unwrap_or(u16::MAX),
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ reads a winsize struct that lives for the duration of the call.
+    let rc = unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
+    if rc < 0 {
+        return Err(Error::io("resize pty", std::io::Error::last_os_error()));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uris() {
+        assert_eq!(
+            parse_uri("file:///var/log/x").expect("file"),
+            PathBuf::from("/var/log/x")
+        );
+        assert_eq!(
+            parse_uri("/run/fifo").expect("path"),
+            PathBuf::from("/run/fifo")
+        );
+        let e = parse_uri("binary:///usr/bin/logger?a=b").expect_err("binary");
+        assert_eq!(e.code(), containerd_shim_protos::ttrpc::Code::UNIMPLEMENTED);
+        assert!(parse_uri("http://x").is_err());
+    }
+
+    #[tokio::test]
+    async fn pipes_to_file_and_drain() {
+        let dir = std::env::temp_dir().join(format!("pvelxc-stdio-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let out = dir.join("out.log");
+        let (r, w) = fdio::pipe().expect("pipe");
+        let paths = StdioPaths {
+            stdout: format!("file://{}", out.display()),
+            ..Default::default()
+        };
+        let h = IoHandle::start(
+            &paths,
+            ProcessIo::Pipes {
+                stdin: None,
+                stdout: Some(r),
+                stderr: None,
+            },
+        )
+        .expect("start");
+        nix::unistd::write(&w, b"line\n").expect("write");
+        drop(w);
+        h.wait_drained(Duration::from_secs(5)).await;
+        assert_eq!(std::fs::read_to_string(&out).expect("read"), "line\n");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
