@@ -1,1 +1,4 @@
-fn main() { eprintln!("pvesh double: not built yet"); std::process::exit(255) }
+fn main() {
+    let argv: Vec<String> = std::env::args().collect();
+    std::process::exit(pve_double::pvesh_main(&argv));
+}
