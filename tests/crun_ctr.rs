@@ -255,9 +255,11 @@ fn tty_run_exec_and_window_size() {
 
     // run -t: initial size from our terminal, then a live resize
     let rootfs = env.rootfs().display().to_string();
-    let script = "n=0; while [ \"$(stty size)\" = '0 0' ] && [ $n -lt 200 ]; do sleep 0.05; n=$((n+1)); done; \
-                  echo \"size=$(stty size)\"; \
-                  n=0; while [ \"$(stty size)\" != '50 100' ] && [ $n -lt 400 ]; do sleep 0.05; n=$((n+1)); done; \
+    // stty may transiently fail or read 0x0 before ctr's initial resize lands: poll (bounded).
+    let script = "n=0; while [ $n -lt 200 ]; do s=$(stty size 2>/dev/null); \
+                  case \"$s\" in ''|'0 0') sleep 0.05; n=$((n+1));; *) break;; esac; done; \
+                  echo \"size=$s\"; \
+                  n=0; while [ \"$(stty size 2>/dev/null)\" != '50 100' ] && [ $n -lt 400 ]; do sleep 0.05; n=$((n+1)); done; \
                   echo \"resized=$(stty size)\"";
     let cmd = env.ctr_command(&[
         "run",
@@ -431,6 +433,13 @@ fn shim_sigkill_then_rm_cleans_up() {
     let pid = env.run_image_detached("shimdie", &[], &["/bin/sleep", "1000"]);
     let shims = env.shim_pids();
     assert_eq!(shims.len(), 1, "one shim expected: {shims:?}");
+    let argv0 = cmdline(shims[0]).first().cloned().unwrap_or_default();
+    assert!(
+        argv0.ends_with(&expected_shim_binary()),
+        "the shim running must be {} (runtime {}), found {argv0}",
+        expected_shim_binary(),
+        runtime()
+    );
     assert!(
         !env.leftover_mounts().is_empty(),
         "the image rootfs should be mounted while running"

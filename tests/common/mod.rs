@@ -60,6 +60,23 @@ pub fn testing_our_runtime() -> bool {
     r == OUR_RUNTIME || r.ends_with(SHIM_BINARY)
 }
 
+/// Binary name containerd resolves for the runtime under test
+/// (`io.containerd.X.vN` -> `containerd-shim-X-vN`, or the basename of a path).
+pub fn expected_shim_binary() -> String {
+    let r = runtime();
+    if r.contains('/') {
+        return Path::new(&r)
+            .file_name()
+            .map(|f| f.to_string_lossy().into_owned())
+            .unwrap_or(r);
+    }
+    let parts: Vec<&str> = r.split('.').collect();
+    match parts.as_slice() {
+        [.., name, version] => format!("containerd-shim-{name}-{version}"),
+        _ => r,
+    }
+}
+
 /// For tests of behaviour only our shim provides: returns true (and prints why) when the
 /// test must be skipped because another runtime is under test.
 pub fn skip_unless_our_runtime(test: &str) -> bool {

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Idempotent machine setup: packages, crun's hugetlb fix, release build, shim installed to
+# /usr/local/bin. Run as root (Debian 12 / Ubuntu). Safe to run again.
+set -euo pipefail
+REPO_ROOT=$(cd "$(dirname "$0")/.." && pwd)
+cd "$REPO_ROOT"
+
+PACKAGES=(
+    containerd runc crun lxc lxc-templates busybox-static umoci skopeo docker-registry
+    containernetworking-plugins protobuf-compiler hyperfine iproute2 util-linux tmux
+    bsdextrautils build-essential pkg-config python3 ca-certificates git
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "setup: installing ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -q
+    apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+# crun refuses cgroup v1/hybrid hosts ("cgroups in hybrid mode not supported") until a hugetlb
+# v1 hierarchy is mounted. Not needed (and not possible) on pure cgroup v2 hosts.
+if [ "$(stat -fc %T /sys/fs/cgroup)" = tmpfs ] && ! mountpoint -q /sys/fs/cgroup/hugetlb; then
+    mkdir -p /sys/fs/cgroup/hugetlb
+    mount -t cgroup -o hugetlb cgroup /sys/fs/cgroup/hugetlb
+fi
+
+# Rust toolchain (rustup's, not Debian's rustc which is too old)
+if ! command -v cargo >/dev/null; then
+    # shellcheck disable=SC1091
+    [ -f "$HOME/.cargo/env" ] && . "$HOME/.cargo/env"
+fi
+command -v cargo >/dev/null || {
+    echo "setup: cargo not found; install rustup (https://rustup.rs) and re-run" >&2
+    exit 1
+}
+if command -v rustup >/dev/null; then
+    rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt || true
+    rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy || true
+fi
+
+cargo build --release --workspace
+install -m 0755 target/release/containerd-shim-pvelxc-v2 /usr/local/bin/containerd-shim-pvelxc-v2
+echo "setup: ok ($(containerd --version | awk '{print $3}'), shim installed to /usr/local/bin)"
