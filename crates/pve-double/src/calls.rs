@@ -35,6 +35,9 @@ mod tests {
     #[test]
     fn line() {
         let l = super::format_line(&["pct".into(), "exec".into(), "a\"b".into()], 7, 1.5);
-        assert_eq!(l, "{\"argv\":[\"pct\",\"exec\",\"a\\\"b\"],\"pid\":7,\"time\":1.5}\n");
+        assert_eq!(
+            l,
+            "{\"argv\":[\"pct\",\"exec\",\"a\\\"b\"],\"pid\":7,\"time\":1.5}\n"
+        );
     }
 }

@@ -309,7 +309,11 @@ impl PctConfig {
     /// Lines as `pct config` prints them: sorted `key: value` (description encoded, in its
     /// sorted place), then raw lxc entries.
     pub fn print_for_cli(&self, current: bool) -> String {
-        let sec = if current { self.merged_pending() } else { self.main.clone() };
+        let sec = if current {
+            self.merged_pending()
+        } else {
+            self.main.clone()
+        };
         let mut keys = sec.keys.clone();
         if let Some(d) = &sec.description {
             keys.insert("description".into(), encode_text(d));
@@ -371,7 +375,12 @@ impl PctConfig {
         let mut list: Vec<String> = p
             .keys
             .get("delete")
-            .map(|d| d.split(',').filter(|x| !x.is_empty()).map(str::to_string).collect())
+            .map(|d| {
+                d.split(',')
+                    .filter(|x| !x.is_empty())
+                    .map(str::to_string)
+                    .collect()
+            })
             .unwrap_or_default();
         if !list.iter().any(|x| x == k) {
             list.push(k.to_string());
@@ -409,10 +418,16 @@ mod tests {
     fn round_trip() {
         let (c, w) = PctConfig::parse(SAMPLE, 101);
         assert!(w.is_empty(), "{w:?}");
-        assert_eq!(c.main.description.as_deref(), Some("my CT: line one\nsecond"));
+        assert_eq!(
+            c.main.description.as_deref(),
+            Some("my CT: line one\nsecond")
+        );
         assert_eq!(c.get("cores"), Some("2"));
         assert_eq!(c.main.lxc.len(), 2);
-        assert_eq!(c.main.lxc[0], ("lxc.init.cmd".into(), "/bin/sh -c x".into()));
+        assert_eq!(
+            c.main.lxc[0],
+            ("lxc.init.cmd".into(), "/bin/sh -c x".into())
+        );
         assert_eq!(c.to_text(), SAMPLE);
     }
 
@@ -424,7 +439,10 @@ mod tests {
         c.set("memory", "512");
         c.main.lxc.push(("lxc.init.cmd".into(), "/x".into()));
         c.main.description = Some("d".into());
-        assert_eq!(c.to_text(), "#d\narch: amd64\nmemory: 512\nswap: 512\nlxc.init.cmd: /x\n");
+        assert_eq!(
+            c.to_text(),
+            "#d\narch: amd64\nmemory: 512\nswap: 512\nlxc.init.cmd: /x\n"
+        );
     }
 
     #[test]
@@ -446,7 +464,9 @@ mod tests {
         let cur = c.print_for_cli(true);
         assert!(cur.contains("entrypoint: /bin/foo\n"));
         assert!(!cur.contains("swap:"));
-        assert!(cur.starts_with("arch: amd64\ncores: 2\ndescription: my CT%3A line one%0Asecond\nentrypoint"));
+        assert!(cur.starts_with(
+            "arch: amd64\ncores: 2\ndescription: my CT%3A line one%0Asecond\nentrypoint"
+        ));
         assert!(c.apply_pending());
         assert_eq!(c.get("entrypoint"), Some("/bin/foo"));
         assert_eq!(c.get("swap"), None);

@@ -136,6 +136,9 @@ mod tests {
 
     #[test]
     fn die_adds_newline() {
-        assert_eq!(die("CT 101 not running").render(), ("CT 101 not running\n".into(), 255));
+        assert_eq!(
+            die("CT 101 not running").render(),
+            ("CT 101 not running\n".into(), 255)
+        );
     }
 }

@@ -24,10 +24,23 @@ use crate::paths::Root;
 
 #[derive(Debug, Clone, PartialEq)]
 enum Fault {
-    Delay { cmd: String, ms: u64 },
-    Fail { target: Target, once: bool, msg: String, key: String },
-    LockTimeout { vmid: Option<u32>, ms: u64 },
-    CreateExists { vmid: Option<u32> },
+    Delay {
+        cmd: String,
+        ms: u64,
+    },
+    Fail {
+        target: Target,
+        once: bool,
+        msg: String,
+        key: String,
+    },
+    LockTimeout {
+        vmid: Option<u32>,
+        ms: u64,
+    },
+    CreateExists {
+        vmid: Option<u32>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -83,28 +96,33 @@ impl Faults {
             let a = w.next();
             let rest: Vec<&str> = w.collect();
             let f = match (kind, a) {
-                ("delay", Some(cmd)) => rest
-                    .first()
-                    .and_then(|m| m.parse().ok())
-                    .map(|ms| Fault::Delay {
-                        cmd: cmd.to_string(),
-                        ms,
-                    }),
-                ("fail", Some(t)) | ("fail-once", Some(t)) => Target::parse(t).map(|target| Fault::Fail {
-                    target,
-                    once: kind == "fail-once",
-                    msg: if rest.is_empty() {
-                        "injected failure".to_string()
-                    } else {
-                        rest.join(" ")
-                    },
-                    key: line.to_string(),
-                }),
+                ("delay", Some(cmd)) => {
+                    rest.first()
+                        .and_then(|m| m.parse().ok())
+                        .map(|ms| Fault::Delay {
+                            cmd: cmd.to_string(),
+                            ms,
+                        })
+                }
+                ("fail", Some(t)) | ("fail-once", Some(t)) => {
+                    Target::parse(t).map(|target| Fault::Fail {
+                        target,
+                        once: kind == "fail-once",
+                        msg: if rest.is_empty() {
+                            "injected failure".to_string()
+                        } else {
+                            rest.join(" ")
+                        },
+                        key: line.to_string(),
+                    })
+                }
                 ("lock-timeout", Some(v)) => vmid_or_star(v).map(|vmid| Fault::LockTimeout {
                     vmid,
                     ms: rest.first().and_then(|m| m.parse().ok()).unwrap_or(200),
                 }),
-                ("create-exists", Some(v)) => vmid_or_star(v).map(|vmid| Fault::CreateExists { vmid }),
+                ("create-exists", Some(v)) => {
+                    vmid_or_star(v).map(|vmid| Fault::CreateExists { vmid })
+                }
                 _ => None,
             };
             match f {
@@ -174,9 +192,9 @@ impl Faults {
 
     /// True (once per VMID) if a create of `vmid` should lose an "already exists" race.
     pub fn create_exists(&self, vmid: u32) -> bool {
-        let hit = self.list.iter().any(|f| {
-            matches!(f, Fault::CreateExists { vmid: v } if v.is_none() || *v == Some(vmid))
-        });
+        let hit = self.list.iter().any(
+            |f| matches!(f, Fault::CreateExists { vmid: v } if v.is_none() || *v == Some(vmid)),
+        );
         hit && self.consume(&format!("create-exists {vmid}"))
     }
 
@@ -185,7 +203,12 @@ impl Faults {
         let Some(path) = &self.state else {
             return true;
         };
-        let file = match OpenOptions::new().create(true).read(true).append(true).open(path) {
+        let file = match OpenOptions::new()
+            .create(true)
+            .read(true)
+            .append(true)
+            .open(path)
+        {
             Ok(f) => f,
             Err(_) => return true,
         };

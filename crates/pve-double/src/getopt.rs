@@ -415,18 +415,26 @@ mod tests {
         // a boolean eats a following non-option argument (Getopt ':s')
         let e = spec().parse(&v(&["100", "--start", "t"])).unwrap_err();
         let s = e.render().0;
-        assert!(s.contains("start: type check ('boolean') failed - got 't'"), "{s}");
+        assert!(
+            s.contains("start: type check ('boolean') failed - got 't'"),
+            "{s}"
+        );
         assert!(s.contains("ostemplate: property is missing and it is not optional"));
     }
 
     #[test]
     fn abbreviation() {
-        let p = spec().parse(&v(&["100", "t", "--mem", "64", "--unpriv"])).unwrap();
+        let p = spec()
+            .parse(&v(&["100", "t", "--mem", "64", "--unpriv"]))
+            .unwrap();
         assert_eq!(p.opt("memory"), Some("64"));
         assert!(p.flag("unprivileged"));
         let e = spec().parse(&v(&["100", "t", "--st", "1"])).unwrap_err();
         let s = e.render().0;
-        assert!(s.starts_with("Option st is ambiguous (start, storage)\n400 unable to parse option\n"), "{s}");
+        assert!(
+            s.starts_with("Option st is ambiguous (start, storage)\n400 unable to parse option\n"),
+            "{s}"
+        );
     }
 
     #[test]
@@ -441,21 +449,35 @@ mod tests {
             e.render().0,
             "Unknown option: foo\n400 unable to parse option\n\npct create <vmid> <ostemplate> [OPTIONS]\n"
         );
-        let e = spec().parse(&v(&["100", "t", "--memory", "8"])).unwrap_err();
-        assert!(e.render().0.contains("memory: value must have a minimum value of 16\n"));
-        let e = spec().parse(&v(&["100", "t", "--memory", "x"])).unwrap_err();
-        assert!(e.render().0.contains("memory: type check ('integer') failed - got 'x'\n"));
-        let e = spec().parse(&v(&["100", "t", "--ostype", "x"])).unwrap_err();
+        let e = spec()
+            .parse(&v(&["100", "t", "--memory", "8"]))
+            .unwrap_err();
         assert!(e
             .render()
             .0
-            .contains("ostype: value 'x' does not have a value in the enumeration 'debian, unmanaged'\n"));
+            .contains("memory: value must have a minimum value of 16\n"));
+        let e = spec()
+            .parse(&v(&["100", "t", "--memory", "x"]))
+            .unwrap_err();
+        assert!(e
+            .render()
+            .0
+            .contains("memory: type check ('integer') failed - got 'x'\n"));
+        let e = spec()
+            .parse(&v(&["100", "t", "--ostype", "x"]))
+            .unwrap_err();
+        assert!(e.render().0.contains(
+            "ostype: value 'x' does not have a value in the enumeration 'debian, unmanaged'\n"
+        ));
         let e = spec().parse(&v(&["100", "t", "extra"])).unwrap_err();
         assert!(e.render().0.starts_with("400 too many arguments\n"));
         let e = spec().parse(&v(&["100", "t", "--net32", "x"])).unwrap_err();
         assert!(e.render().0.starts_with("Unknown option: net32\n"));
         let e = spec().parse(&v(&["100", "t", "--memory"])).unwrap_err();
-        assert!(e.render().0.starts_with("Option memory requires an argument\n"));
+        assert!(e
+            .render()
+            .0
+            .starts_with("Option memory requires an argument\n"));
     }
 
     #[test]
@@ -477,7 +499,9 @@ mod tests {
 
     #[test]
     fn commands() {
-        let cmds = ["create", "start", "stop", "status", "shutdown", "set", "list"];
+        let cmds = [
+            "create", "start", "stop", "status", "shutdown", "set", "list",
+        ];
         assert_eq!(resolve_command(&cmds, "cr"), Some("create"));
         assert_eq!(resolve_command(&cmds, "li"), Some("list"));
         assert_eq!(resolve_command(&cmds, "st"), None);

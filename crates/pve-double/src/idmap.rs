@@ -29,17 +29,18 @@ fn ensure_subid_file(p: &Path) -> Result<()> {
         .append(true)
         .open(p)
         .ctx(|| format!("unable to open '{}'", p.display()))?;
-    let sep = if cur.is_empty() || cur.ends_with('\n') { "" } else { "\n" };
+    let sep = if cur.is_empty() || cur.ends_with('\n') {
+        ""
+    } else {
+        "\n"
+    };
     f.write_all(format!("{sep}{want}\n").as_bytes())
         .ctx(|| format!("unable to write '{}'", p.display()))
 }
 
 /// The lxc.idmap lines for the default mapping.
 pub fn lxc_idmap_lines() -> [String; 2] {
-    [
-        format!("u 0 {BASE} {COUNT}"),
-        format!("g 0 {BASE} {COUNT}"),
-    ]
+    [format!("u 0 {BASE} {COUNT}"), format!("g 0 {BASE} {COUNT}")]
 }
 
 /// Map an id into the container range (ids already shifted or out of range stay as they are).

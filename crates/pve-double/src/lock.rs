@@ -37,7 +37,12 @@ fn effective_timeout(default: Duration) -> Duration {
 }
 
 /// Take the config lock of `vmid`, waiting up to `timeout`.
-pub fn lock_config(root: &Root, faults: &Faults, vmid: u32, timeout: Duration) -> Result<ConfigLock> {
+pub fn lock_config(
+    root: &Root,
+    faults: &Faults,
+    vmid: u32,
+    timeout: Duration,
+) -> Result<ConfigLock> {
     let path = root.lock_path(vmid);
     if let Some(wait) = faults.lock_timeout(vmid) {
         eprintln!("trying to acquire lock...");
@@ -98,7 +103,9 @@ mod tests {
         // flock locks are per open file description: a second open conflicts even in-process
         std::env::set_var("PVE_DOUBLE_LOCK_TIMEOUT_MS", "100");
         let t = Instant::now();
-        let err = lock_config(&root, &faults, 4242, DEFAULT_TIMEOUT).err().unwrap();
+        let err = lock_config(&root, &faults, 4242, DEFAULT_TIMEOUT)
+            .err()
+            .unwrap();
         assert!(t.elapsed() < Duration::from_secs(3));
         assert_eq!(err, die(timeout_message(&root.lock_path(4242))));
         drop(held);
@@ -115,7 +122,9 @@ mod tests {
             node: "pve".into(),
         };
         let faults = Faults::parse("lock-timeout 777 10");
-        let err = lock_config(&root, &faults, 777, DEFAULT_TIMEOUT).err().unwrap();
+        let err = lock_config(&root, &faults, 777, DEFAULT_TIMEOUT)
+            .err()
+            .unwrap();
         assert_eq!(err.to_string(), timeout_message(&root.lock_path(777)));
         assert!(lock_config(&root, &faults, 778, DEFAULT_TIMEOUT).is_ok());
         let _ = std::fs::remove_dir_all(dir);

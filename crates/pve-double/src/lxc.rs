@@ -30,7 +30,10 @@ pub fn is_running(root: &Root, vmid: u32) -> bool {
 
 fn lxc_cmd(root: &Root, tool: &str, vmid: u32) -> Command {
     let mut c = Command::new(tool);
-    c.arg("-P").arg(root.lxc_path()).arg("-n").arg(vmid.to_string());
+    c.arg("-P")
+        .arg(root.lxc_path())
+        .arg("-n")
+        .arg(vmid.to_string());
     c
 }
 
@@ -109,7 +112,11 @@ pub fn cgroup_limits(conf: &PctConfig, v2: bool) -> Vec<(String, String)> {
     }
     if let Some(c) = conf.get("cores").and_then(|c| c.parse::<u64>().ok()) {
         let n = c.min(host_cpus()).max(1);
-        let cpus = if n == 1 { "0".to_string() } else { format!("0-{}", n - 1) };
+        let cpus = if n == 1 {
+            "0".to_string()
+        } else {
+            format!("0-{}", n - 1)
+        };
         out.push(("cpuset.cpus".into(), cpus));
     }
     out
@@ -171,7 +178,10 @@ pub fn mount_entries(root: &Root, conf: &PctConfig) -> Result<Vec<MountEntry>> {
             continue;
         }
         let p = PropStr::parse(v, Some("volume")).map_err(|e| die(format!("{k}: {e}")))?;
-        let vol = p.default.clone().ok_or_else(|| die(format!("{k}: missing volume")))?;
+        let vol = p
+            .default
+            .clone()
+            .ok_or_else(|| die(format!("{k}: missing volume")))?;
         let mp = p
             .get("mp")
             .ok_or_else(|| die(format!("{k}: missing mount point path (mp=)")))?;
@@ -257,7 +267,10 @@ pub fn render_config(root: &Root, vmid: u32, conf: &PctConfig, v2: bool) -> Resu
     for (k, v) in cgroup_limits(conf, v2) {
         push(&format!("{prefix}.{k}"), v);
     }
-    push("lxc.rootfs.path", format!("dir:{}", rootfs_path(root, conf)?.display()));
+    push(
+        "lxc.rootfs.path",
+        format!("dir:{}", rootfs_path(root, conf)?.display()),
+    );
     let nets = nets(conf)?;
     if nets.is_empty() {
         push("lxc.net.0.type", "empty".into());
@@ -269,7 +282,10 @@ pub fn render_config(root: &Root, vmid: u32, conf: &PctConfig, v2: bool) -> Resu
         if let Some(h) = p.get("hwaddr") {
             push(&format!("{pre}.hwaddr"), h.to_string());
         }
-        push(&format!("{pre}.name"), p.get("name").unwrap_or("eth0").to_string());
+        push(
+            &format!("{pre}.name"),
+            p.get("name").unwrap_or("eth0").to_string(),
+        );
         if let Some(b) = p.get("bridge") {
             push(&format!("{pre}.link"), b.to_string());
         }
@@ -289,7 +305,10 @@ pub fn render_config(root: &Root, vmid: u32, conf: &PctConfig, v2: bool) -> Resu
         );
     }
     if features.flag("fuse") {
-        push("lxc.mount.entry", "/dev/fuse dev/fuse none bind,create=file 0 0".into());
+        push(
+            "lxc.mount.entry",
+            "/dev/fuse dev/fuse none bind,create=file 0 0".into(),
+        );
     }
     for m in mount_entries(root, conf)? {
         let mut opts = "rbind,create=dir".to_string();
@@ -301,7 +320,10 @@ pub fn render_config(root: &Root, vmid: u32, conf: &PctConfig, v2: bool) -> Resu
             format!("{} {} none {opts} 0 0", m.source.display(), m.target),
         );
     }
-    push("lxc.init.cmd", conf.get("entrypoint").unwrap_or("/sbin/init").to_string());
+    push(
+        "lxc.init.cmd",
+        conf.get("entrypoint").unwrap_or("/sbin/init").to_string(),
+    );
     for e in env_entries(conf) {
         push("lxc.environment", e);
     }
@@ -311,7 +333,9 @@ pub fn render_config(root: &Root, vmid: u32, conf: &PctConfig, v2: bool) -> Resu
     let mut out = String::new();
     for (k, v) in l {
         if v.contains('\n') || v.contains('\0') {
-            return Err(die(format!("invalid value for {k}: contains a newline or NUL")));
+            return Err(die(format!(
+                "invalid value for {k}: contains a newline or NUL"
+            )));
         }
         out.push_str(&format!("{k} = {v}\n"));
     }
@@ -327,7 +351,8 @@ fn create_mount_target(rootfs: &Path, rel: &str, unpriv: bool) -> Result<()> {
             Ok(m) if m.file_type().is_symlink() => return Ok(()), // let LXC resolve it safely
             Ok(_) => {}
             Err(_) => {
-                fs::create_dir(&cur).ctx(|| format!("unable to create mount point '{}'", cur.display()))?;
+                fs::create_dir(&cur)
+                    .ctx(|| format!("unable to create mount point '{}'", cur.display()))?;
                 fs::set_permissions(&cur, fs::Permissions::from_mode(0o755))
                     .ctx(|| format!("unable to chmod '{}'", cur.display()))?;
                 if unpriv {
@@ -374,7 +399,8 @@ pub fn prepare(root: &Root, vmid: u32, conf: &PctConfig) -> Result<()> {
         .ctx(|| format!("unable to chmod '{}'", dir.display()))?;
     let rootfs_mnt = dir.join("rootfs");
     if !rootfs_mnt.exists() {
-        fs::create_dir(&rootfs_mnt).ctx(|| format!("unable to create '{}'", rootfs_mnt.display()))?;
+        fs::create_dir(&rootfs_mnt)
+            .ctx(|| format!("unable to create '{}'", rootfs_mnt.display()))?;
     }
     let cfg = dir.join("config");
     fs::write(&cfg, text).ctx(|| format!("unable to write '{}'", cfg.display()))
@@ -399,8 +425,8 @@ fn log_says_started(p: &Path) -> bool {
 pub fn start(root: &Root, vmid: u32) -> Result<()> {
     let failed = || die(format!("startup for container '{vmid}' failed"));
     let stderr_path = root.stderr_path(vmid);
-    let stderr = File::create(&stderr_path)
-        .ctx(|| format!("unable to open '{}'", stderr_path.display()))?;
+    let stderr =
+        File::create(&stderr_path).ctx(|| format!("unable to open '{}'", stderr_path.display()))?;
     let log = root.lxc_log_path(vmid);
     let _ = fs::remove_file(&log);
     let mut cmd = lxc_cmd(root, "lxc-start", vmid);
@@ -415,7 +441,9 @@ pub fn start(root: &Root, vmid: u32) -> Result<()> {
     unsafe {
         cmd.pre_exec(|| nix::unistd::setsid().map(|_| ()).map_err(io::Error::from));
     }
-    let mut child = cmd.spawn().map_err(|e| die(format!("unable to run lxc-start - {e}")))?;
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| die(format!("unable to run lxc-start - {e}")))?;
     let deadline = Instant::now() + start_timeout();
     loop {
         if log_says_started(&log) {
@@ -491,7 +519,11 @@ pub fn apply_limits_live(vmid: u32, conf: &PctConfig) -> Result<()> {
     for attempt in 0..2 {
         let mut failed = None;
         for (k, v) in &items {
-            let ctrl = if v2 { "" } else { k.split('.').next().unwrap_or("") };
+            let ctrl = if v2 {
+                ""
+            } else {
+                k.split('.').next().unwrap_or("")
+            };
             let p = cgroup_dir(vmid, ctrl).join(k);
             if let Err(e) = fs::write(&p, v) {
                 failed = Some(format!("unable to write '{}' - {e}", p.display()));
@@ -509,7 +541,11 @@ pub fn apply_limits_live(vmid: u32, conf: &PctConfig) -> Result<()> {
 /// Replace the current process with `lxc-attach` (pct exec does `exec`).
 pub fn exec_attach(root: &Root, vmid: u32, keep_env: bool, args: &[String]) -> io::Error {
     let mut c = lxc_cmd(root, "lxc-attach", vmid);
-    c.arg(if keep_env { "--keep-env" } else { "--clear-env" });
+    c.arg(if keep_env {
+        "--keep-env"
+    } else {
+        "--clear-env"
+    });
     c.arg("--");
     c.args(args);
     if keep_env {

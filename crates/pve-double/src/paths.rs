@@ -16,8 +16,9 @@ pub struct Root {
 impl Root {
     /// From `PVE_DOUBLE_ROOT` (required, absolute) and `PVE_DOUBLE_NODE` (default `pve`).
     pub fn from_env() -> Result<Root> {
-        let r = std::env::var_os("PVE_DOUBLE_ROOT")
-            .ok_or_else(|| die("PVE_DOUBLE_ROOT is not set (pve-double keeps all its state there)"))?;
+        let r = std::env::var_os("PVE_DOUBLE_ROOT").ok_or_else(|| {
+            die("PVE_DOUBLE_ROOT is not set (pve-double keeps all its state there)")
+        })?;
         let root = PathBuf::from(r);
         if !root.is_absolute() {
             return Err(die(format!(
@@ -45,7 +46,8 @@ impl Root {
             self.storage_dir("local-lvm"),
         ] {
             if !d.is_dir() {
-                fs::create_dir_all(&d).ctx(|| format!("unable to create directory '{}'", d.display()))?;
+                fs::create_dir_all(&d)
+                    .ctx(|| format!("unable to create directory '{}'", d.display()))?;
             }
         }
         for d in [

@@ -21,7 +21,9 @@ impl PropStr {
                         p.default = Some(v.to_string());
                     } else {
                         if p.get(k).is_some() {
-                            return Err(format!("duplicate key in comma-separated list property: {k}"));
+                            return Err(format!(
+                                "duplicate key in comma-separated list property: {k}"
+                            ));
                         }
                         p.pairs.push((k.to_string(), v.to_string()));
                     }
@@ -54,10 +56,7 @@ impl PropStr {
     }
 
     pub fn flag(&self, k: &str) -> bool {
-        matches!(
-            self.get(k).and_then(crate::getopt::parse_bool),
-            Some("1")
-        )
+        matches!(self.get(k).and_then(crate::getopt::parse_bool), Some("1"))
     }
 
     /// Print: default value first, then `first` keys in that order, then the rest sorted.

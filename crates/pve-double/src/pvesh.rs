@@ -46,7 +46,9 @@ fn get(root: &Root, path: &str, vmid_opt: Option<&str>, usage: &str) -> Result<V
             let (lower, upper) = nextid_range(&cfg);
             match next_free(&used, lower, upper) {
                 Some(n) => Ok(json!(n.to_string())),
-                None => Err(die(format!("unable to get any free VMID in range [{lower}, {upper}]"))),
+                None => Err(die(format!(
+                    "unable to get any free VMID in range [{lower}, {upper}]"
+                ))),
             }
         }
         ["nodes"] => Ok(json!([{ "node": root.node, "status": "online", "type": "node" }])),
@@ -68,12 +70,13 @@ fn get(root: &Root, path: &str, vmid_opt: Option<&str>, usage: &str) -> Result<V
                     Ok(Value::Array(list))
                 }
                 ["lxc", id, tail @ ..] => {
-                    let vmid = crate::vmid::parse_vmid(id).map_err(|e| param_err("vmid", e, usage))?;
+                    let vmid =
+                        crate::vmid::parse_vmid(id).map_err(|e| param_err("vmid", e, usage))?;
                     let conf = load_config(root, vmid)?;
                     match tail {
-                        ["status", "current"] => {
-                            Ok(Value::Object(vm_status(root, vmid, &conf).into_iter().collect()))
-                        }
+                        ["status", "current"] => Ok(Value::Object(
+                            vm_status(root, vmid, &conf).into_iter().collect(),
+                        )),
                         ["config"] => {
                             let mut m = serde_json::Map::new();
                             for (k, v) in &conf.main.keys {
@@ -144,7 +147,12 @@ pub fn run(root: &Root, faults: &crate::faults::Faults, args: &[String]) -> Resu
         return Err(die(msg));
     }
     let path = p.arg("api_path");
-    let v = get(root, path, p.opt("vmid"), &format!("pvesh get {path} [OPTIONS]"))?;
+    let v = get(
+        root,
+        path,
+        p.opt("vmid"),
+        &format!("pvesh get {path} [OPTIONS]"),
+    )?;
     print!("{}", render(&v, p.opt("output-format").unwrap_or("text")));
     Ok(())
 }
@@ -156,7 +164,10 @@ mod tests {
     #[test]
     fn range_and_next() {
         assert_eq!(nextid_range(""), (100, 1_000_000));
-        assert_eq!(nextid_range("keyboard: en-us\nnext-id: lower=5000,upper=5002\n"), (5000, 5002));
+        assert_eq!(
+            nextid_range("keyboard: en-us\nnext-id: lower=5000,upper=5002\n"),
+            (5000, 5002)
+        );
         assert_eq!(next_free(&[100, 101, 103], 100, 1000), Some(102));
         assert_eq!(next_free(&[5000, 5001], 5000, 5002), None);
     }

@@ -92,7 +92,9 @@ pub fn volume_owner(volname: &str) -> Option<u32> {
 pub fn alloc_subvol(root: &Root, sid: &str, vmid: u32) -> Result<String> {
     check_storage(sid)?;
     if !supports_rootdir(sid) {
-        return Err(die(format!("storage '{sid}' does not support container directories")));
+        return Err(die(format!(
+            "storage '{sid}' does not support container directories"
+        )));
     }
     let dir = root.storage_dir(sid);
     for n in 0..1000 {
@@ -104,7 +106,9 @@ pub fn alloc_subvol(root: &Root, sid: &str, vmid: u32) -> Result<String> {
         fs::create_dir(&p).ctx(|| format!("unable to create volume '{}'", p.display()))?;
         return Ok(format!("{sid}:{name}"));
     }
-    Err(die(format!("unable to allocate an image name for VM {vmid} in storage '{sid}'")))
+    Err(die(format!(
+        "unable to allocate an image name for VM {vmid} in storage '{sid}'"
+    )))
 }
 
 /// Remove a volume (directory tree). Missing volumes are fine.
@@ -137,7 +141,9 @@ pub fn resolve_template(root: &Root, ostemplate: &str) -> Result<PathBuf> {
         };
         check_storage(sid)?;
         let Some(name) = volname.strip_prefix("vztmpl/") else {
-            return Err(die(format!("unable to parse directory volume name '{volname}'")));
+            return Err(die(format!(
+                "unable to parse directory volume name '{volname}'"
+            )));
         };
         if sid != "local" {
             return Err(die(format!(
@@ -145,7 +151,9 @@ pub fn resolve_template(root: &Root, ostemplate: &str) -> Result<PathBuf> {
             )));
         }
         if name.contains('/') || compression_of(name).is_none() {
-            return Err(die(format!("unable to parse directory volume name '{volname}'")));
+            return Err(die(format!(
+                "unable to parse directory volume name '{volname}'"
+            )));
         }
         root.template_dir().join(name)
     };

@@ -31,17 +31,26 @@ const NOT_CONFIG: &[&str] = &[
 ];
 
 pub fn is_disk_key(k: &str) -> bool {
-    k == "rootfs" || (k.starts_with("mp") && k.len() > 2 && k[2..].bytes().all(|b| b.is_ascii_digit()))
+    k == "rootfs"
+        || (k.starts_with("mp") && k.len() > 2 && k[2..].bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// Validate/normalise one non-disk option into `conf`; errors go to `errors`.
-pub fn apply_simple_option(conf: &mut PctConfig, k: &str, v: &str, errors: &mut Vec<(String, String)>) {
+pub fn apply_simple_option(
+    conf: &mut PctConfig,
+    k: &str,
+    v: &str,
+    errors: &mut Vec<(String, String)>,
+) {
     match k {
         "hostname" => {
             if is_dns_name(v) {
                 conf.set(k, v);
             } else {
-                errors.push((k.into(), "invalid format - value does not look like a valid DNS name".into()));
+                errors.push((
+                    k.into(),
+                    "invalid format - value does not look like a valid DNS name".into(),
+                ));
             }
         }
         "tags" => match normalize_tags(v) {
@@ -63,7 +72,12 @@ pub fn apply_simple_option(conf: &mut PctConfig, k: &str, v: &str, errors: &mut 
 
 /// Allocate (or check) the volume of a rootfs/mpN value; returns the config value to store and
 /// the newly allocated volume id, if any.
-pub fn create_disk(root: &Root, vmid: u32, key: &str, value: &str) -> Result<(String, Option<String>)> {
+pub fn create_disk(
+    root: &Root,
+    vmid: u32,
+    key: &str,
+    value: &str,
+) -> Result<(String, Option<String>)> {
     let mut p = parse_mp(value, key == "rootfs").map_err(|(s, m)| die(format!("{key}{s}: {m}")))?;
     let vol = p.default.clone().unwrap_or_default();
     match storage::parse_volume(&vol).map_err(die)? {
@@ -82,9 +96,13 @@ pub fn create_disk(root: &Root, vmid: u32, key: &str, value: &str) -> Result<(St
         }
         Volume::Path(path) => {
             if key == "rootfs" {
-                fs::create_dir_all(&path).ctx(|| format!("unable to create '{}'", path.display()))?;
+                fs::create_dir_all(&path)
+                    .ctx(|| format!("unable to create '{}'", path.display()))?;
             } else if !path.exists() {
-                return Err(die(format!("mount point '{}' does not exist", path.display())));
+                return Err(die(format!(
+                    "mount point '{}' does not exist",
+                    path.display()
+                )));
             }
             Ok((p.print(&["mp"]), None))
         }
@@ -111,7 +129,10 @@ fn map_os_id(id: &str) -> Option<&'static str> {
 pub fn detect_ostype(rootfs: &Path) -> Result<String> {
     for rel in ["etc/os-release", "usr/lib/os-release"] {
         let p = rootfs.join(rel);
-        if fs::symlink_metadata(&p).map(|m| m.is_file()).unwrap_or(false) {
+        if fs::symlink_metadata(&p)
+            .map(|m| m.is_file())
+            .unwrap_or(false)
+        {
             let text = fs::read_to_string(&p).unwrap_or_default();
             let id = text
                 .lines()
@@ -135,7 +156,10 @@ pub fn detect_ostype(rootfs: &Path) -> Result<String> {
 /// Unpack a template archive into `dir` with system tar (argv, no shell); tar's totals go to
 /// our stdout like the task log.
 fn extract(archive: &Path, dir: &Path) -> Result<()> {
-    let name = archive.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = archive
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let mut argv: Vec<String> = vec!["tar".into(), "xpf".into(), archive.display().to_string()];
     if let Some(c) = storage::compression_of(&name).filter(|c| !c.is_empty()) {
         argv.push(c.into());
@@ -155,7 +179,17 @@ fn extract(archive: &Path, dir: &Path) -> Result<()> {
         .map(String::from),
     );
     argv.push(dir.display().to_string());
-    argv.extend(["--skip-old-files", "--anchored", "--exclude", "./dev/*", "--exclude", "dev/*"].map(String::from));
+    argv.extend(
+        [
+            "--skip-old-files",
+            "--anchored",
+            "--exclude",
+            "./dev/*",
+            "--exclude",
+            "dev/*",
+        ]
+        .map(String::from),
+    );
     println!("extracting archive '{}'", archive.display());
     let out = std::io::stdout()
         .as_fd()
@@ -202,8 +236,14 @@ pub fn run(ctx: &Ctx, p: &Parsed) -> Result<()> {
         if !is_disk_key(k) {
             continue;
         }
-        let is_num = !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit() || b == b'.') && v.parse::<f64>().is_ok();
-        let v = if is_num { format!("{storage_id}:{v}") } else { v.clone() };
+        let is_num = !v.is_empty()
+            && v.bytes().all(|b| b.is_ascii_digit() || b == b'.')
+            && v.parse::<f64>().is_ok();
+        let v = if is_num {
+            format!("{storage_id}:{v}")
+        } else {
+            v.clone()
+        };
         match parse_mp(&v, k == "rootfs") {
             Ok(pp) => {
                 let vol = pp.default.clone().unwrap_or_default();
@@ -227,7 +267,9 @@ pub fn run(ctx: &Ctx, p: &Parsed) -> Result<()> {
         disks.push((k.clone(), v));
     }
     if !disks.is_empty() && !disks.iter().any(|(k, _)| k == "rootfs") {
-        return Err(die("mount points configured, but 'rootfs' not set - aborting"));
+        return Err(die(
+            "mount points configured, but 'rootfs' not set - aborting",
+        ));
     }
     if disks.is_empty() {
         if !storage::supports_rootdir(&storage_id) {
@@ -280,7 +322,16 @@ pub fn run(ctx: &Ctx, p: &Parsed) -> Result<()> {
         write_config(root, vmid, &placeholder).map_err(fail)?;
 
         let mut allocated: Vec<String> = Vec::new();
-        let res = build(ctx, vmid, &archive, &disks, &mut conf, unprivileged, p, &mut allocated);
+        let res = build(
+            ctx,
+            vmid,
+            &archive,
+            &disks,
+            &mut conf,
+            unprivileged,
+            p,
+            &mut allocated,
+        );
         if let Err(e) = res {
             for v in &allocated {
                 let _ = storage::free_volume(root, v);

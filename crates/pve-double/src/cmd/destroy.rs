@@ -38,7 +38,9 @@ pub fn run(ctx: &Ctx, p: &Parsed) -> Result<()> {
     let (root, vmid) = (&ctx.root, p.vmid());
     let conf = load_config(root, vmid)?;
     if conf.get("protection") == Some("1") {
-        return Err(die(format!("can't remove CT {vmid} - protection mode enabled")));
+        return Err(die(format!(
+            "can't remove CT {vmid} - protection mode enabled"
+        )));
     }
     let running_msg = format!("unable to destroy CT {vmid} - container is running");
     if lxc::is_running(root, vmid) {

@@ -28,7 +28,11 @@ pub fn run(ctx: &Ctx) -> Result<()> {
         let Ok(conf) = load_config(root, vmid) else {
             continue;
         };
-        let status = if lxc::is_running(root, vmid) { "running" } else { "stopped" };
+        let status = if lxc::is_running(root, vmid) {
+            "running"
+        } else {
+            "stopped"
+        };
         rows.push((
             vmid,
             status.to_string(),
@@ -62,6 +66,9 @@ mod tests {
     #[test]
     fn long_names_not_truncated() {
         let r = format_row("101", "running", "", "a-very-long-hostname-indeed");
-        assert_eq!(r, "101        running                 a-very-long-hostname-indeed\n");
+        assert_eq!(
+            r,
+            "101        running                 a-very-long-hostname-indeed\n"
+        );
     }
 }

@@ -49,8 +49,17 @@ pub const LOCKS: &[&str] = &[
 ];
 
 pub const OSTYPES: &[&str] = &[
-    "debian", "devuan", "ubuntu", "centos", "fedora", "opensuse", "archlinux", "alpine", "gentoo",
-    "nixos", "unmanaged",
+    "debian",
+    "devuan",
+    "ubuntu",
+    "centos",
+    "fedora",
+    "opensuse",
+    "archlinux",
+    "alpine",
+    "gentoo",
+    "nixos",
+    "unmanaged",
 ];
 
 const ARCHES: &[&str] = &["amd64", "i386", "arm64", "armhf", "riscv32", "riscv64"];
@@ -144,7 +153,11 @@ pub fn spec_for(cmd: &'static str) -> Spec {
                 Opt::new("timeout", Ty::Int(Some(0), None)),
             ],
         ),
-        "reboot" => (vmid, false, vec![Opt::new("timeout", Ty::Int(Some(0), None))]),
+        "reboot" => (
+            vmid,
+            false,
+            vec![Opt::new("timeout", Ty::Int(Some(0), None))],
+        ),
         "destroy" => (
             vmid,
             false,
@@ -232,9 +245,12 @@ pub fn load_config(root: &Root, vmid: u32) -> Result<PctConfig> {
 /// Write a CT config atomically (temp file + rename, like pmxcfs' atomic writes).
 pub fn write_config(root: &Root, vmid: u32, conf: &PctConfig) -> Result<()> {
     let path = root.conf_path(vmid);
-    let tmp = root.conf_dir().join(format!(".{vmid}.conf.tmp.{}", std::process::id()));
+    let tmp = root
+        .conf_dir()
+        .join(format!(".{vmid}.conf.tmp.{}", std::process::id()));
     {
-        let mut f = fs::File::create(&tmp).ctx(|| format!("unable to write '{}'", tmp.display()))?;
+        let mut f =
+            fs::File::create(&tmp).ctx(|| format!("unable to write '{}'", tmp.display()))?;
         f.write_all(conf.to_text().as_bytes())
             .ctx(|| format!("unable to write '{}'", tmp.display()))?;
     }

@@ -67,11 +67,17 @@ pub fn run(ctx: &Ctx, p: &Parsed) -> Result<()> {
                 .collect()
         })
         .unwrap_or_default();
-    let changes: Vec<(&String, &String)> = p.opts.iter().filter(|(k, _)| !META.contains(&k.as_str())).collect();
+    let changes: Vec<(&String, &String)> = p
+        .opts
+        .iter()
+        .filter(|(k, _)| !META.contains(&k.as_str()))
+        .collect();
     if changes.is_empty() && deletes.is_empty() && p.opt("revert").is_none() {
         return Err(die("no options specified"));
     }
-    if changes.iter().any(|(k, _)| k.as_str() == "unprivileged") || deletes.iter().any(|d| d == "unprivileged") {
+    if changes.iter().any(|(k, _)| k.as_str() == "unprivileged")
+        || deletes.iter().any(|d| d == "unprivileged")
+    {
         return Err(die("unable to modify read-only option: 'unprivileged'"));
     }
     for d in &deletes {
@@ -79,7 +85,9 @@ pub fn run(ctx: &Ctx, p: &Parsed) -> Result<()> {
             return Err(die(format!("unable to delete required option '{d}'")));
         }
         if changes.iter().any(|(k, _)| *k == d) {
-            return Err(die(format!("you can't change and delete the same option '{d}'")));
+            return Err(die(format!(
+                "you can't change and delete the same option '{d}'"
+            )));
         }
     }
 

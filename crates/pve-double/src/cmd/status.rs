@@ -20,7 +20,9 @@ fn size_to_bytes(s: &str) -> u64 {
         Some('K') => (&s[..s.len() - 1], 1 << 10),
         _ => (s, 1),
     };
-    num.parse::<f64>().map(|n| (n * mult as f64) as u64).unwrap_or(0)
+    num.parse::<f64>()
+        .map(|n| (n * mult as f64) as u64)
+        .unwrap_or(0)
 }
 
 fn uptime_of(pid: i32) -> u64 {
@@ -57,13 +59,17 @@ fn mem_usage(vmid: u32) -> u64 {
 pub fn vm_status(root: &Root, vmid: u32, conf: &PctConfig) -> BTreeMap<String, Value> {
     let running = lxc::is_running(root, vmid);
     let mut m = BTreeMap::new();
-    let host_cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) as u64;
+    let host_cpus = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1) as u64;
     let cpus = conf
         .get("cores")
         .and_then(|c| c.parse::<u64>().ok())
         .unwrap_or(host_cpus)
         .min(host_cpus);
-    let mib = |k: &str, d: u64| conf.get(k).and_then(|v| v.parse::<u64>().ok()).unwrap_or(d) * 1024 * 1024;
+    let mib = |k: &str, d: u64| {
+        conf.get(k).and_then(|v| v.parse::<u64>().ok()).unwrap_or(d) * 1024 * 1024
+    };
     let maxdisk = conf
         .get("rootfs")
         .and_then(|r| PropStr::parse(r, Some("volume")).ok())
@@ -77,11 +83,17 @@ pub fn vm_status(root: &Root, vmid: u32, conf: &PctConfig) -> BTreeMap<String, V
     m.insert("maxdisk".into(), json!(maxdisk));
     m.insert("maxmem".into(), json!(mib("memory", 512)));
     m.insert("maxswap".into(), json!(mib("swap", 512)));
-    m.insert("mem".into(), json!(if running { mem_usage(vmid) } else { 0 }));
+    m.insert(
+        "mem".into(),
+        json!(if running { mem_usage(vmid) } else { 0 }),
+    );
     m.insert("name".into(), json!(conf.hostname(vmid)));
     m.insert("netin".into(), json!(0));
     m.insert("netout".into(), json!(0));
-    m.insert("status".into(), json!(if running { "running" } else { "stopped" }));
+    m.insert(
+        "status".into(),
+        json!(if running { "running" } else { "stopped" }),
+    );
     m.insert("swap".into(), json!(0));
     m.insert("type".into(), json!("lxc"));
     m.insert("uptime".into(), json!(0));

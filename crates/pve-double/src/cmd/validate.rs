@@ -50,14 +50,31 @@ pub fn random_hwaddr() -> String {
 /// Validate and normalise a netN value: `name` required, `type=veth`, random `hwaddr`.
 /// Errors are (param suffix, message) pairs, e.g. (".name", "property is missing ...").
 pub fn normalize_net(v: &str) -> Result<String, (String, String)> {
-    let mut p = PropStr::parse(v, None).map_err(|e| (String::new(), format!("invalid format - {e}")))?;
+    let mut p =
+        PropStr::parse(v, None).map_err(|e| (String::new(), format!("invalid format - {e}")))?;
     const KEYS: &[&str] = &[
-        "name", "bridge", "firewall", "gw", "gw6", "host-managed", "hwaddr", "ip", "ip6",
-        "link_down", "mtu", "rate", "tag", "trunks", "type",
+        "name",
+        "bridge",
+        "firewall",
+        "gw",
+        "gw6",
+        "host-managed",
+        "hwaddr",
+        "ip",
+        "ip6",
+        "link_down",
+        "mtu",
+        "rate",
+        "tag",
+        "trunks",
+        "type",
     ];
     for (k, _) in &p.pairs {
         if !KEYS.contains(&k.as_str()) {
-            return Err((String::new(), format!("invalid format - unknown property '{k}'")));
+            return Err((
+                String::new(),
+                format!("invalid format - unknown property '{k}'"),
+            ));
         }
     }
     match p.get("name") {
@@ -68,7 +85,10 @@ pub fn normalize_net(v: &str) -> Result<String, (String, String)> {
             ))
         }
         Some(n) if n.is_empty() || n.len() > 15 || n.contains('/') => {
-            return Err((".name".into(), format!("invalid format - invalid interface name '{n}'")))
+            return Err((
+                ".name".into(),
+                format!("invalid format - invalid interface name '{n}'"),
+            ))
         }
         _ => {}
     }
@@ -83,14 +103,27 @@ pub fn normalize_net(v: &str) -> Result<String, (String, String)> {
 
 /// Validate an mpN/rootfs property string (volume + options); returns it parsed.
 pub fn parse_mp(v: &str, is_rootfs: bool) -> Result<PropStr, (String, String)> {
-    let p = PropStr::parse(v, Some("volume")).map_err(|e| (String::new(), format!("invalid format - {e}")))?;
+    let p = PropStr::parse(v, Some("volume"))
+        .map_err(|e| (String::new(), format!("invalid format - {e}")))?;
     const KEYS: &[&str] = &[
-        "mp", "acl", "backup", "mountoptions", "quota", "replicate", "ro", "shared", "size",
-        "keepattrs", "idmap",
+        "mp",
+        "acl",
+        "backup",
+        "mountoptions",
+        "quota",
+        "replicate",
+        "ro",
+        "shared",
+        "size",
+        "keepattrs",
+        "idmap",
     ];
     for (k, _) in &p.pairs {
         if !KEYS.contains(&k.as_str()) || (is_rootfs && k == "mp") {
-            return Err((String::new(), format!("invalid format - unknown property '{k}'")));
+            return Err((
+                String::new(),
+                format!("invalid format - unknown property '{k}'"),
+            ));
         }
     }
     if p.default.as_deref().unwrap_or("").is_empty() {
@@ -108,7 +141,8 @@ pub fn parse_mp(v: &str, is_rootfs: bool) -> Result<PropStr, (String, String)> {
                 ))
             }
             Some(m) => {
-                crate::lxc::ct_relative(m).map_err(|e| (".mp".to_string(), format!("invalid format - {e}")))?;
+                crate::lxc::ct_relative(m)
+                    .map_err(|e| (".mp".to_string(), format!("invalid format - {e}")))?;
             }
         }
     }
@@ -119,7 +153,16 @@ pub fn parse_mp(v: &str, is_rootfs: bool) -> Result<PropStr, (String, String)> {
 pub fn check_features(v: &str) -> Result<(), String> {
     let p = PropStr::parse(v, None).map_err(|e| format!("invalid format - {e}"))?;
     for (k, _) in &p.pairs {
-        if !["nesting", "keyctl", "fuse", "mknod", "mount", "force_rw_sys"].contains(&k.as_str()) {
+        if ![
+            "nesting",
+            "keyctl",
+            "fuse",
+            "mknod",
+            "mount",
+            "force_rw_sys",
+        ]
+        .contains(&k.as_str())
+        {
             return Err(format!("invalid format - unknown property '{k}'"));
         }
     }
@@ -148,7 +191,10 @@ mod tests {
     #[test]
     fn net() {
         let n = normalize_net("bridge=vmbr0,name=eth0,ip=dhcp").unwrap();
-        assert!(n.starts_with("name=eth0,bridge=vmbr0,hwaddr=BC:24:11:"), "{n}");
+        assert!(
+            n.starts_with("name=eth0,bridge=vmbr0,hwaddr=BC:24:11:"),
+            "{n}"
+        );
         assert!(n.ends_with(",ip=dhcp,type=veth"), "{n}");
         assert_eq!(normalize_net("bridge=x").unwrap_err().0, ".name");
         assert!(normalize_net("name=eth0,bogus=1").is_err());
