@@ -107,7 +107,7 @@ impl VmConfig {
 
     /// The kernel command line.
     pub fn cmdline(&self) -> Result<String, VmError> {
-        let mut words: Vec<String> = ["console=ttyS0", "quiet", "panic=-1"]
+        let mut words: Vec<String> = ["console=ttyS0", "quiet", "panic=-1", "pci=off"]
             .iter()
             .map(|s| s.to_string())
             .collect();

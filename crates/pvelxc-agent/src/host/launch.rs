@@ -170,7 +170,14 @@ pub(crate) async fn wait_ready(
             Err(e) => Err(VmError::Disconnected(e)),
         }
     };
-    tokio::select! {
+    let exited = |status: std::io::Result<std::process::ExitStatus>| VmError::QemuExited {
+        status: status
+            .map(|s| s.to_string())
+            .unwrap_or_else(|e| e.to_string()),
+        qemu_log: tail(&qemu_log(dir), 4096),
+        console_tail: tail(&console, 4096),
+    };
+    let outcome = tokio::select! {
         r = tokio::time::timeout(timeout, handshake) => match r {
             Ok(Ok((r, w, version, kernel))) => {
                 let stream = r.reunite(w).map_err(|e| VmError::Protocol(e.to_string()))?;
@@ -179,11 +186,17 @@ pub(crate) async fn wait_ready(
             Ok(Err(e)) => Err(e),
             Err(_) => Err(VmError::BootTimeout { after: timeout, console_tail: tail(&console, 4096) }),
         },
-        status = qemu.wait() => Err(VmError::QemuExited {
-            status: status.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string()),
-            qemu_log: tail(&qemu_log(dir), 4096),
-            console_tail: tail(&console, 4096),
-        }),
+        status = qemu.wait() => Err(exited(status)),
+    };
+    match outcome {
+        // QEMU connects before it loads the kernel, so a failing QEMU shows up as a lost connection.
+        Err(VmError::Disconnected(why)) => {
+            match tokio::time::timeout(Duration::from_secs(5), qemu.wait()).await {
+                Ok(status) => Err(exited(status)),
+                Err(_) => Err(VmError::Disconnected(why)),
+            }
+        }
+        other => other,
     }
 }
 
