@@ -8,7 +8,7 @@ cd "$REPO_ROOT"
 PACKAGES=(
     containerd runc crun lxc lxc-templates busybox-static umoci skopeo docker-registry
     containernetworking-plugins protobuf-compiler hyperfine iproute2 util-linux tmux
-    bsdextrautils build-essential pkg-config python3 ca-certificates git
+    bsdextrautils build-essential pkg-config python3 ca-certificates git xz-utils gzip
 )
 
 missing=()
@@ -27,6 +27,13 @@ fi
 if [ "$(stat -fc %T /sys/fs/cgroup)" = tmpfs ] && ! mountpoint -q /sys/fs/cgroup/hugetlb; then
     mkdir -p /sys/fs/cgroup/hugetlb
     mount -t cgroup -o hugetlb cgroup /sys/fs/cgroup/hugetlb
+fi
+
+# Micro-VM backend prerequisites (qemu from bookworm-backports, guest kernel cache): owned by
+# crates/pvelxc-agent; Debian 12 only. Elsewhere the VM tests skip with a message.
+if [ -f crates/pvelxc-agent/setup-host.sh ] && grep -q '^VERSION_CODENAME=bookworm' /etc/os-release 2>/dev/null \
+    && [ -z "${PVELXC_SKIP_VM_SETUP:-}" ]; then
+    sh crates/pvelxc-agent/setup-host.sh
 fi
 
 # Rust toolchain (rustup's, not Debian's rustc which is too old)
