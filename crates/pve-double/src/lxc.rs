@@ -437,9 +437,16 @@ pub fn start(root: &Root, vmid: u32) -> Result<()> {
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::from(stderr));
-    // SAFETY: setsid is async-signal-safe; nothing else runs between fork and exec.
+    // Like a systemd unit: own session, and no fds inherited from whoever called pct (a
+    // caller's pipe kept open by the long-lived lxc-start would never see EOF).
+    // SAFETY: setsid and close_range are async-signal-safe syscalls; nothing else runs
+    // between fork and exec.
     unsafe {
-        cmd.pre_exec(|| nix::unistd::setsid().map(|_| ()).map_err(io::Error::from));
+        cmd.pre_exec(|| {
+            nix::unistd::setsid().map_err(io::Error::from)?;
+            libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+            Ok(())
+        });
     }
     let mut child = cmd
         .spawn()
