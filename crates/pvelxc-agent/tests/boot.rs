@@ -10,9 +10,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use pvelxc_agent::host::{Vm, VmConfig};
+use pvelxc_agent::host::{ExtraMount, Vm, VmConfig};
 use pvelxc_agent::initramfs;
 use pvelxc_agent::proto::Process;
+use pvelxc_agent::proto::Rlimit;
 
 const STEP: Duration = Duration::from_secs(60);
 
@@ -87,26 +88,43 @@ async fn step<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {
         .unwrap_or_else(|_| panic!("timed out: {what}"))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn boot_run_exec_signal_tty_shutdown() {
-    let cache = cache_dir();
-    let kernel = cache.join("vmlinux");
-    if !kernel.exists() {
-        if std::env::var_os("PVELXC_VM_REQUIRED").is_some() {
-            panic!("PVELXC_VM_REQUIRED is set but {} is missing: run crates/pvelxc-agent/fetch-kernel.sh", kernel.display());
-        }
-        println!("SKIPPED: no guest kernel at {} (run crates/pvelxc-agent/fetch-kernel.sh; set PVELXC_VM_REQUIRED=1 to make this a failure)", kernel.display());
-        return;
+/// The kernel, or `None` (after printing why) when the test must be skipped.
+fn kernel_or_skip() -> Option<PathBuf> {
+    let kernel = cache_dir().join("vmlinux");
+    if kernel.exists() {
+        return Some(kernel);
     }
+    if std::env::var_os("PVELXC_VM_REQUIRED").is_some() {
+        panic!(
+            "PVELXC_VM_REQUIRED is set but {} is missing: run crates/pvelxc-agent/fetch-kernel.sh",
+            kernel.display()
+        );
+    }
+    println!(
+        "SKIPPED: no guest kernel at {} (run crates/pvelxc-agent/fetch-kernel.sh; set PVELXC_VM_REQUIRED=1 to make this a failure)",
+        kernel.display()
+    );
+    None
+}
 
-    let work = Path::new(env!("CARGO_TARGET_TMPDIR")).join("pvelxc-agent-boot");
+/// A fresh work dir with a busybox rootfs and an initramfs: (work, rootfs, initramfs).
+fn prepare(name: &str) -> (PathBuf, PathBuf, PathBuf) {
+    let work = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
     let rootfs = work.join("rootfs");
     busybox_rootfs(&rootfs);
     let agent = static_agent();
     let initrd = work.join("initramfs.cpio.gz");
-    initramfs::build(&cache.join("modules"), &agent, &initrd).unwrap();
+    initramfs::build(&cache_dir().join("modules"), &agent, &initrd).unwrap();
     println!("initramfs: {} bytes", fs::metadata(&initrd).unwrap().len());
+    (work, rootfs, initrd)
+}
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn boot_run_exec_signal_tty_shutdown() {
+    let Some(kernel) = kernel_or_skip() else {
+        return;
+    };
+    let (_work, rootfs, initrd) = prepare("pvelxc-agent-boot");
     let mut cfg = VmConfig::new(&kernel, &initrd, &rootfs);
     cfg.hostname = "pvelxc-test".into();
     cfg.boot_timeout = Duration::from_secs(60);
@@ -223,4 +241,70 @@ async fn boot_run_exec_signal_tty_shutdown() {
     );
     assert!(!run_dir.exists(), "{} left behind", run_dir.display());
     drop(vm);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_only_rootfs_extra_mount_and_process_settings() {
+    let Some(kernel) = kernel_or_skip() else {
+        return;
+    };
+    let (work, rootfs, initrd) = prepare("pvelxc-agent-ro");
+    fs::create_dir_all(rootfs.join("data")).unwrap();
+    let shared = work.join("shared");
+    let _ = fs::remove_dir_all(&shared);
+    fs::create_dir_all(&shared).unwrap();
+    // uid 1000 writes here; set before boot (the guest caches the mount root's attributes).
+    std::os::unix::fs::chown(&shared, Some(1000), Some(1000)).unwrap();
+    let mut cfg = VmConfig::new(&kernel, &initrd, &rootfs);
+    cfg.read_only = true;
+    cfg.hostname = "ro-test".into();
+    cfg.mounts.push(ExtraMount {
+        host_path: shared.clone(),
+        guest_path: "/data".into(),
+        read_only: false,
+    });
+    let vm = Vm::start(cfg)
+        .await
+        .unwrap_or_else(|e| panic!("VM did not start: {e}"));
+
+    let mut p = sh("hostname; touch /ro-probe 2>/dev/null && echo writable; echo shared > /data/f; id -u; id -g; id -G; pwd; ulimit -n; echo $FOO");
+    p.uid = 1000;
+    p.gid = 1000;
+    p.additional_gids = vec![2000, 3000];
+    p.cwd = "/data".into();
+    p.env.push("FOO=bar baz".into());
+    p.rlimits.push(Rlimit {
+        kind: "RLIMIT_NOFILE".into(),
+        soft: 123,
+        hard: 456,
+    });
+    let mut io = step("run", vm.run("c", &p)).await.unwrap();
+    let out = String::from_utf8(step("stdout", io.stdout.read_to_end()).await).unwrap();
+    let err = String::from_utf8_lossy(&step("stderr", io.stderr.read_to_end()).await).into_owned();
+    assert_eq!(step("wait", vm.wait("c")).await.unwrap(), 0, "{out}");
+    assert_eq!(err, "", "stderr");
+    assert_eq!(
+        out,
+        "ro-test\n1000\n1000\n1000 2000 3000\n/data\n123\nbar baz\n"
+    );
+    assert_eq!(fs::read_to_string(shared.join("f")).unwrap(), "shared\n");
+    assert!(!rootfs.join("ro-probe").exists());
+
+    // Errors come back as errors.
+    let missing = vm
+        .exec(
+            "x",
+            &Process {
+                args: vec!["/no/such".into()],
+                ..Default::default()
+            },
+        )
+        .await;
+    assert!(missing.is_err(), "exec of a missing binary must fail");
+    assert!(
+        vm.run("again", &sh("true")).await.is_err(),
+        "a second Run must fail"
+    );
+
+    vm.shutdown().await.unwrap();
 }

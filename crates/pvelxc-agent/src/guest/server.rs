@@ -57,6 +57,10 @@ pub fn serve(port: File) {
                 }
                 std::thread::sleep(Duration::from_millis(100));
             }
+            Err(e @ FrameError::TooLarge(_)) => {
+                log!("{e}: stream out of sync");
+                return;
+            }
             Err(e) => log!("{e}"),
         }
     }
