@@ -172,6 +172,21 @@ async fn boot_run_exec_signal_tty_shutdown() {
         t.elapsed()
     );
 
+    // Bulk stdin -> stdout through cat (framing, ordering, both directions at once).
+    let data: Vec<u8> = (0..(2u32 << 20)).map(|i| (i % 251) as u8).collect();
+    let t = Instant::now();
+    let mut big = step("exec cat", vm.exec("big", &sh("exec cat")))
+        .await
+        .unwrap();
+    let reader = tokio::spawn(async move { big.stdout.read_to_end().await });
+    big.stdin.write(&data).await.unwrap();
+    big.stdin.close().await.unwrap();
+    let echoed = step("cat output", reader).await.unwrap();
+    assert_eq!(echoed.len(), data.len());
+    assert!(echoed == data, "2 MiB round trip corrupted");
+    assert_eq!(step("wait big", vm.wait("big")).await.unwrap(), 0);
+    println!("2 MiB through cat (in + out): {:?}", t.elapsed());
+
     // pids, stats, SIGKILL.
     let s1 = step("exec sleep", vm.exec("s1", &sh("exec sleep 1000")))
         .await
