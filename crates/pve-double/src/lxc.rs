@@ -365,6 +365,52 @@ fn create_mount_target(rootfs: &Path, rel: &str, unpriv: bool) -> Result<()> {
     Ok(())
 }
 
+/// cgroup hierarchy roots of this host.
+fn cgroup_roots() -> Vec<PathBuf> {
+    if host_is_cgroup2() {
+        return vec![PathBuf::from("/sys/fs/cgroup")];
+    }
+    fs::read_dir("/sys/fs/cgroup")
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .filter(|e| e.file_type().map(|t| t.is_dir()).unwrap_or(false))
+                .map(|e| e.path())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// VMIDs are host-global (cgroups `lxc/<vmid>`, `lxc.monitor/<vmid>`): remove empty leftovers
+/// of a crashed CT, and refuse clearly when another LXC instance (another PVE_DOUBLE_ROOT)
+/// still uses them.
+pub fn clear_stale_cgroups(vmid: u32) -> Result<()> {
+    let roots = cgroup_roots();
+    let rels = [
+        format!("lxc/{vmid}/ns"),
+        format!("lxc/{vmid}"),
+        format!("lxc.monitor/{vmid}"),
+    ];
+    for r in &roots {
+        for rel in &rels {
+            let p = r.join(rel);
+            if p.is_dir() {
+                let _ = fs::remove_dir(&p); // fails (harmlessly) while in use
+            }
+        }
+    }
+    for r in &roots {
+        for rel in &rels[1..] {
+            if r.join(rel).is_dir() {
+                return Err(die(format!(
+                    "cgroup '{}' is in use - is VMID {vmid} running under another PVE_DOUBLE_ROOT?",
+                    r.join(rel).display()
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Everything `pct start` does before lxc-start: checks, mount targets, LXC config file.
 pub fn prepare(root: &Root, vmid: u32, conf: &PctConfig) -> Result<()> {
     let rootfs = rootfs_path(root, conf)?;
@@ -392,6 +438,7 @@ pub fn prepare(root: &Root, vmid: u32, conf: &PctConfig) -> Result<()> {
         }
         create_mount_target(&rootfs, &m.target, unpriv)?;
     }
+    clear_stale_cgroups(vmid)?;
     let text = render_config(root, vmid, conf, host_is_cgroup2())?;
     let dir = root.lxc_dir(vmid);
     fs::create_dir_all(&dir).ctx(|| format!("unable to create '{}'", dir.display()))?;
