@@ -8,7 +8,7 @@ REPO_ROOT=$(cd "$(dirname "$0")/.." && pwd)
 # shellcheck source=scripts/lib.sh
 . "$REPO_ROOT/scripts/lib.sh"
 
-PC_NS=demo
+PC_NS=demo-$$
 start_containerd
 trap stop_containerd EXIT
 make_rootfs "$PC_DIR/rootfs"

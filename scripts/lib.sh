@@ -80,7 +80,11 @@ stop_containerd() {
     awk -v d="$PC_DIR" '$5 ~ "^"d {print $5}' /proc/self/mountinfo | sort -r | while read -r m; do
         umount -l "$m" 2>/dev/null || true
     done
-    rm -rf "/run/containerd/runc/$PC_NS"
+    # per-namespace runtime roots (runc.v2: /run/containerd/runc/NS, ours: /run/pvelxc/crun/NS)
+    local d
+    for d in /run/*/"$PC_NS" /run/*/*/"$PC_NS"; do
+        [ -d "$d" ] && rm -rf "$d"
+    done
     if [ -n "${PVELXC_KEEP:-}" ]; then echo "kept $PC_DIR" >&2; else rm -rf "$PC_DIR"; fi
     PC_DIR=
 }

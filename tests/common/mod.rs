@@ -1249,9 +1249,14 @@ impl TestEnv {
                 let _ = fs::remove_file(&p);
             }
         }
-        // Per-namespace runtime state dirs (e.g. /run/containerd/runc/<ns>): our ns is unique.
-        for base in ["/run", "/run/containerd"] {
-            if let Ok(rd) = fs::read_dir(base) {
+        // Per-namespace runtime state dirs (/run/containerd/runc/<ns>, /run/pvelxc/crun/<ns>...),
+        // up to two levels under /run: our ns name is unique to this env.
+        let mut bases = vec![PathBuf::from("/run")];
+        if let Ok(rd) = fs::read_dir("/run") {
+            bases.extend(rd.flatten().map(|e| e.path()).filter(|p| p.is_dir()));
+        }
+        for base in bases {
+            if let Ok(rd) = fs::read_dir(&base) {
                 for e in rd.flatten() {
                     let d = e.path().join(&self.ns);
                     if d.is_dir() {
@@ -1399,7 +1404,7 @@ impl PtySession {
         let argv = argv_string(&cmd);
         let mut master: libc::c_int = -1;
         let mut slave: libc::c_int = -1;
-        let mut ws = winsize(rows, cols);
+        let ws = winsize(rows, cols);
         // SAFETY: openpty writes two fds; termios NULL = defaults.
         let rc = unsafe {
             libc::openpty(
@@ -1407,7 +1412,7 @@ impl PtySession {
                 &mut slave,
                 std::ptr::null_mut(),
                 std::ptr::null(),
-                &mut ws,
+                &ws,
             )
         };
         assert_eq!(rc, 0, "openpty failed: {}", std::io::Error::last_os_error());
