@@ -76,8 +76,11 @@ fn exec_main(file: &Path) -> i32 {
 
 // ---------------------------------------------------------------- init mode
 
-/// Signals the init never blocks (synchronous faults and the unblockable ones).
-const UNBLOCKED: [libc::c_int; 7] = [
+/// Signals the init never blocks: the unblockable ones, synchronous faults, and
+/// SIGPIPE (std ignores it; blocking it would queue the init's own EPIPE signals and
+/// forward them to the process).
+const UNBLOCKED: [libc::c_int; 8] = [
+    libc::SIGPIPE,
     libc::SIGKILL,
     libc::SIGSTOP,
     libc::SIGSEGV,
@@ -560,16 +563,45 @@ impl Init {
             }
         };
         let tty = self.pty.as_ref().map(|p| p.slave.as_raw_fd());
+        // Exec barrier: an O_CLOEXEC pipe whose write end the child holds until execve
+        // (or _exit). Started is only sent once the child is in its own session and
+        // runs the target program, so signals the shim sends after Started (including
+        // to the process group) always reach it.
+        let mut pfd = [0 as libc::c_int; 2];
+        // SAFETY: pipe2 into a local array.
+        if unsafe { libc::pipe2(pfd.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+            return Err(format!("pipe2: {}", std::io::Error::last_os_error()));
+        }
+        // SAFETY: fresh fds from pipe2, owned from here on.
+        let (barrier_r, barrier_w) =
+            unsafe { (OwnedFd::from_raw_fd(pfd[0]), OwnedFd::from_raw_fd(pfd[1])) };
         // SAFETY: single-threaded process; the child only runs child_main and exits.
         let pid = unsafe { libc::fork() };
         if pid < 0 {
             return Err(format!("fork: {}", std::io::Error::last_os_error()));
         }
         if pid == 0 {
+            drop(barrier_r);
             let code = child_main(&self.prepared, src, tty);
             // SAFETY: leave without running the parent's atexit/destructors.
             unsafe { libc::_exit(code) };
         }
+        drop(barrier_w);
+        let mut byte = [0u8; 1];
+        loop {
+            // SAFETY: read into a local buffer; returns 0 once every write end is closed.
+            let n = unsafe {
+                libc::read(
+                    barrier_r.as_raw_fd(),
+                    byte.as_mut_ptr() as *mut libc::c_void,
+                    1,
+                )
+            };
+            if n >= 0 || std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
+                break;
+            }
+        }
+        drop(barrier_r);
         // Parent: the child owns the stdio now.
         self.stdio = [None, None, None];
         self.pty = None;

@@ -119,7 +119,10 @@ fn signal_forwarding_and_default_stdio() {
             &[
                 "sh",
                 "-c",
-                "trap 'exit 42' USR1; while :; do sleep 0.05; done",
+                &format!(
+                    "trap 'exit 42' USR1; : > {}/ready; while :; do sleep 0.05; done",
+                    d.display()
+                ),
             ],
             false,
         ),
@@ -135,7 +138,7 @@ fn signal_forwarding_and_default_stdio() {
     let Msg::Started { pid } = started else {
         panic!("{started:?}")
     };
-    std::thread::sleep(Duration::from_millis(300));
+    assert!(wait_file(&d.join("ready"), T).is_some());
     // A signal sent to the init itself is forwarded to the process.
     unsafe { libc::kill(init.id() as i32, libc::SIGUSR1) };
     let (exited, _) = c.recv(T);
