@@ -415,9 +415,10 @@ impl Service {
 
     pub fn resize_pty(&self, id: &str, exec_id: &str, width: u32, height: u32) -> Result<()> {
         let p = self.container(id)?.process(exec_id)?;
+        // Like runc's shim: resizing a process without a terminal is a no-op.
         match p.io() {
-            Some(io) => io.resize(width, height),
-            None => Err(Error::precondition("process has no terminal")),
+            Some(io) if io.has_pty() => io.resize(width, height),
+            _ => Ok(()),
         }
     }
 

@@ -94,7 +94,11 @@ impl Cgroup {
         if let Some(d) = self.v1_dir("pids") {
             let mut p = v1::PidsStat::new();
             p.current = read_u64(&d.join("pids.current"));
-            p.limit = read_u64(&d.join("pids.max"));
+            // cgroup v1 reports an unlimited pids.max as 0.
+            p.limit = match read_u64(&d.join("pids.max")) {
+                u64::MAX => 0,
+                n => n,
+            };
             m.pids = MessageField::some(p);
         }
         if let Some(d) = self.v1_dir("cpuacct") {

@@ -62,13 +62,19 @@ impl Backend for OciBackend {
             .binary_name
             .clone()
             .unwrap_or_else(|| settings.binary.clone());
-        let root = req.options.root.clone().unwrap_or_else(|| {
-            if settings.root.is_empty() {
-                format!("/run/pvelxc/{}/{}", self.kind, req.namespace)
-            } else {
-                settings.root.clone()
-            }
-        });
+        // Like the runc shim: an options Root gets the namespace appended.
+        let root = req
+            .options
+            .root
+            .as_ref()
+            .map(|r| Path::new(r).join(&req.namespace).display().to_string())
+            .unwrap_or_else(|| {
+                if settings.root.is_empty() {
+                    format!("/run/pvelxc/{}/{}", self.kind, req.namespace)
+                } else {
+                    settings.root.clone()
+                }
+            });
         std::fs::create_dir_all(&root)
             .map_err(|e| Error::io(format!("create runtime root {root}"), e))?;
 
@@ -111,6 +117,17 @@ impl Backend for OciBackend {
             }
         };
         let exit = reaper::watch(pid as i32);
+        let host_pid = !has_pid_namespace(&req.spec);
+        let exit_rt = rt.clone();
+        let exit_id = req.id.clone();
+        let exit: super::ExitFuture = Box::pin(async move {
+            let code = exit.await.unwrap_or_else(|_| reaper::Exit::new(255));
+            if host_pid {
+                // Without a pid namespace the init's children outlive it: end them too.
+                let _ = exit_rt.run(["kill", "--all", exit_id.as_str(), "9"]).await;
+            }
+            code
+        });
         let cgroup = Cgroup::of_pid(pid).ok();
         let oom = cgroup.as_ref().and_then(|c| match c.watch_oom() {
             Ok(rx) => Some(rx),
@@ -128,16 +145,7 @@ impl Backend for OciBackend {
             oom: Mutex::new(oom),
             rootfs_mounted,
         };
-        Ok((
-            Arc::new(inst),
-            Spawned {
-                pid,
-                io,
-                exit: Box::pin(
-                    async move { exit.await.unwrap_or_else(|_| reaper::Exit::new(255)) },
-                ),
-            },
-        ))
+        Ok((Arc::new(inst), Spawned { pid, io, exit }))
     }
 
     async fn cleanup(&self, record: &BundleRecord, _config: &Config) -> Result<()> {
@@ -325,7 +333,24 @@ impl Instance for OciInstance {
                 }
                 args.push(self.id.as_str());
                 args.push(sig.as_str());
-                self.rt.run(args).await.map(|_| ())
+                match self.rt.run(args).await {
+                    Ok(_) => Ok(()),
+                    Err(Error::NotFound(m)) => {
+                        // The runtime lost the container (its state was deleted behind our
+                        // back) while its init still runs: do not leave an unmanageable
+                        // process behind.
+                        let pid = nix::unistd::Pid::from_raw(self.pid as i32);
+                        if nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).is_ok() {
+                            log::warn!(
+                                "{}: runtime lost the container; killed init {}",
+                                self.id,
+                                self.pid
+                            );
+                        }
+                        Err(Error::NotFound(m))
+                    }
+                    Err(e) => Err(e),
+                }
             }
             Target::Exec { pid, .. } => {
                 let sig = nix::sys::signal::Signal::try_from(signal as i32)
@@ -404,6 +429,18 @@ impl Instance for OciInstance {
     fn oom_events(&self) -> Option<mpsc::UnboundedReceiver<()>> {
         self.oom.lock().unwrap_or_else(|p| p.into_inner()).take()
     }
+}
+
+fn has_pid_namespace(spec: &oci_spec::runtime::Spec) -> bool {
+    spec.linux()
+        .as_ref()
+        .and_then(|l| l.namespaces().as_ref())
+        .map(|ns| {
+            ns.iter().any(|n| {
+                n.typ() == oci_spec::runtime::LinuxNamespaceType::Pid && n.path().is_none()
+            })
+        })
+        .unwrap_or(false)
 }
 
 /// Exec ids come from clients: keep file names tame.
