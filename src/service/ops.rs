@@ -398,7 +398,9 @@ impl Service {
                 req.id
             )));
         }
-        let spec = convert::process_spec(&req.spec)?;
+        let mut spec = convert::process_spec(&req.spec)?;
+        // The request, not the spec, says whether the client set up a terminal.
+        spec.set_terminal(Some(req.terminal));
         let stdio = StdioPaths {
             stdin: req.stdin,
             stdout: req.stdout,

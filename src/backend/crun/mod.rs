@@ -177,9 +177,24 @@ async fn spawn_with_stdio(
         args.push("--console-socket".into());
         args.push(sock.path().as_os_str().to_owned());
         args.push(id.into());
-        let (master, run) = tokio::join!(sock.receive(), rt.run(args.clone()));
-        run?;
-        return Ok((ProcessIo::Pty { master: master? }, None));
+        // The runtime may fail before it ever connects: never wait on the socket alone.
+        let run = rt.run(args.clone());
+        let recv = sock.receive();
+        tokio::pin!(run, recv);
+        let master = tokio::select! {
+            r = &mut run => {
+                r?;
+                tokio::time::timeout(std::time::Duration::from_secs(10), recv)
+                    .await
+                    .map_err(|_| Error::internal("the runtime sent no terminal on its console socket"))??
+            }
+            m = &mut recv => {
+                let m = m?;
+                run.await?;
+                m
+            }
+        };
+        return Ok((ProcessIo::Pty { master }, None));
     }
     args.push(id.into());
     let mut mine: [Option<OwnedFd>; 3] = [None, None, None];
