@@ -185,6 +185,14 @@ pub struct VmConfig {
     /// "9p" or "virtiofs".
     pub share: String,
     pub boot_timeout_secs: u64,
+    /// Static `pvelxc-agent` used to build a missing initramfs; empty = next to the shim binary.
+    pub agent: String,
+    /// Kernel modules for the initramfs; empty = `modules` next to the kernel.
+    pub modules: String,
+    /// Parent of the per-container VM state dirs (`<state_dir>/<namespace>/<id>`).
+    pub state_dir: String,
+    /// RAM added to the spec's memory limit for the guest kernel and agent.
+    pub memory_overhead_mib: u32,
 }
 
 impl Default for VmConfig {
@@ -198,6 +206,10 @@ impl Default for VmConfig {
             accel: "auto".into(),
             share: "9p".into(),
             boot_timeout_secs: 90,
+            agent: String::new(),
+            modules: String::new(),
+            state_dir: "/run/pvelxc/vm".into(),
+            memory_overhead_mib: 64,
         }
     }
 }

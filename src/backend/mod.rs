@@ -22,6 +22,7 @@ use crate::sys::stdio::{ProcessIo, StdioPaths};
 pub mod crun;
 pub mod pct;
 pub mod registry;
+pub mod vm;
 
 /// One rootfs mount as containerd hands it over in CreateTask.
 #[derive(Debug, Clone, PartialEq, Eq)]

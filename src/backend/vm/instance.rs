@@ -1,0 +1,355 @@
+//! One container = one micro-VM: the init process is the agent's `Run` process, execs are `Exec`s.
+//!
+//! Pids: containerd sees QEMU's host pid for the init (the host process that *is* the container)
+//! and the guest pid for each exec; `pids()` lists QEMU's pid followed by the guest's other user
+//! processes (guest pid namespace).
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use containerd_shim_protos::protobuf::well_known_types::any::Any;
+use oci_spec::runtime::{LinuxResources, Process};
+use pvelxc_agent::host::Vm;
+use pvelxc_agent::proto;
+use tokio::sync::{mpsc, watch};
+
+use super::io::{self, HostEnds};
+use super::{errors, metrics, spec, state};
+use crate::backend::{Instance, Spawned, Target};
+use crate::error::{Error, Result};
+use crate::sys::mount;
+use crate::sys::reaper::Exit;
+use crate::sys::stdio::StdioPaths;
+
+/// Agent id of the container's init process.
+pub const INIT_ID: &str = "init";
+
+fn exec_agent_id(exec_id: &str) -> String {
+    format!("exec:{exec_id}")
+}
+
+/// Where the init process is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InitState {
+    /// VM booted, process not yet running (waiting for `start`).
+    Created,
+    Running,
+    /// Killed or deleted before it ran: its exit status.
+    Aborted(u32),
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Shared between the instance and the init's exit future.
+pub struct Shared {
+    pub id: String,
+    pub vm: Arc<Vm>,
+    pub qemu_pid: u32,
+    pub state: watch::Sender<InitState>,
+    /// Set once delete began: QEMU going away is expected from then on.
+    pub deleting: AtomicBool,
+    /// Agent ids of exec'd processes → guest pids.
+    pub execs: Mutex<HashMap<String, u32>>,
+}
+
+pub struct VmInstance {
+    pub shared: Arc<Shared>,
+    pub bundle: PathBuf,
+    pub state_dir: PathBuf,
+    pub rootfs_mounted: bool,
+    /// The init's process and our stdio ends, until `start`.
+    pub pending: Mutex<Option<(proto::Process, HostEnds)>>,
+    pub paused: AtomicBool,
+    pub init_guest_pid: AtomicU32,
+    pub last_pids: Mutex<Vec<u32>>,
+}
+
+impl Shared {
+    /// The init's exit: its status once it ran, the abort status, or 137 when QEMU dies.
+    pub fn init_exit(self: Arc<Self>, mut gone: super::QemuGone) -> crate::backend::ExitFuture {
+        Box::pin(async move {
+            let mut rx = self.state.subscribe();
+            loop {
+                let s = *rx.borrow_and_update();
+                match s {
+                    InitState::Running => break,
+                    InitState::Aborted(code) => return Exit::new(code),
+                    InitState::Created => {}
+                }
+                tokio::select! {
+                    r = rx.changed() => if r.is_err() { return Exit::new(137) },
+                    _ = gone.wait() => {
+                        if !self.deleting.load(Ordering::SeqCst) {
+                            log::warn!(
+                                "{}: QEMU {} exited before the container started{}",
+                                self.id, self.qemu_pid, self.console_tail()
+                            );
+                        }
+                        return Exit::new(137);
+                    }
+                }
+            }
+            let code = match self.vm.wait(INIT_ID).await {
+                Ok(c) => u32::try_from(c).unwrap_or(255),
+                Err(e) => {
+                    if !self.deleting.load(Ordering::SeqCst) {
+                        log::warn!(
+                            "{}: the VM went away while the container ran ({e}); reporting 137{}",
+                            self.id,
+                            self.console_tail()
+                        );
+                    }
+                    137
+                }
+            };
+            // The container ended: its exec'd processes end with it, as in a pid namespace.
+            let ids: Vec<String> = lock(&self.execs).keys().cloned().collect();
+            for id in ids {
+                if self.vm.exit_status(&id).is_none() {
+                    let _ = self.vm.signal(&id, libc::SIGKILL).await;
+                }
+            }
+            Exit::new(code)
+        })
+    }
+
+    fn console_tail(&self) -> String {
+        let mut out = String::new();
+        for p in [self.vm.console_log(), self.vm.run_dir().join("qemu.log")] {
+            if let Ok(t) = std::fs::read_to_string(&p) {
+                let tail: String = t
+                    .chars()
+                    .rev()
+                    .take(1500)
+                    .collect::<Vec<_>>()
+                    .into_iter()
+                    .rev()
+                    .collect();
+                if !tail.trim().is_empty() {
+                    out.push_str(&format!("\n--- {} (tail) ---\n{tail}", p.display()));
+                }
+            }
+        }
+        out
+    }
+}
+
+impl VmInstance {
+    fn init_state(&self) -> InitState {
+        *self.shared.state.borrow()
+    }
+
+    fn signal_qemu(&self, sig: libc::c_int) -> Result<()> {
+        // SAFETY: kill(2) on the QEMU we started and still hold (the Vm reaps it only on shutdown).
+        let rc = unsafe { libc::kill(self.shared.qemu_pid as i32, sig) };
+        if rc != 0 {
+            return Err(Error::io(
+                format!("signal QEMU {}", self.shared.qemu_pid),
+                std::io::Error::last_os_error(),
+            ));
+        }
+        Ok(())
+    }
+
+    async fn signal_one(&self, agent_id: &str, signal: u32) -> Result<()> {
+        if self.shared.vm.exit_status(agent_id).is_some() {
+            return Err(Error::NotFound("process already finished".into()));
+        }
+        self.shared
+            .vm
+            .signal(agent_id, signal as i32)
+            .await
+            .map_err(|e| errors::map(e).context(format!("signal {signal}")))
+    }
+}
+
+#[async_trait]
+impl Instance for VmInstance {
+    async fn start(&self) -> Result<()> {
+        let Some((process, ends)) = lock(&self.pending).take() else {
+            return Err(Error::precondition("the container was already started"));
+        };
+        if self.init_state() != InitState::Created {
+            return Err(Error::precondition("the container's process was killed"));
+        }
+        match self.shared.vm.run(INIT_ID, &process).await {
+            Ok(io) => {
+                self.init_guest_pid.store(io.pid, Ordering::SeqCst);
+                io::connect(ends, io, self.shared.vm.clone());
+                self.shared.state.send_replace(InitState::Running);
+                Ok(())
+            }
+            Err(e) => {
+                *lock(&self.pending) = Some((process, ends));
+                Err(errors::map(e).context("start the container process in the VM"))
+            }
+        }
+    }
+
+    async fn exec(&self, exec_id: &str, process: &Process, stdio: &StdioPaths) -> Result<Spawned> {
+        if self.paused.load(Ordering::SeqCst) {
+            return Err(Error::precondition("cannot exec in a paused container"));
+        }
+        let p = spec::process(process, stdio.terminal)?;
+        let (shim_io, ends) = io::make(stdio, p.console_size)?;
+        let aid = exec_agent_id(exec_id);
+        let vm = self.shared.vm.clone();
+        let pio = vm
+            .exec(&aid, &p)
+            .await
+            .map_err(|e| errors::map(e).context(format!("exec {exec_id}")))?;
+        let pid = pio.pid;
+        lock(&self.shared.execs).insert(aid.clone(), pid);
+        io::connect(ends, pio, vm.clone());
+        let id = self.shared.id.clone();
+        let exit = Box::pin(async move {
+            match vm.wait(&aid).await {
+                Ok(c) => Exit::new(u32::try_from(c).unwrap_or(255)),
+                Err(e) => {
+                    log::debug!("{id}: exec {aid}: VM gone ({e}); reporting 137");
+                    Exit::new(137)
+                }
+            }
+        });
+        Ok(Spawned {
+            pid,
+            io: shim_io,
+            exit,
+        })
+    }
+
+    async fn kill(&self, target: Target<'_>, signal: u32, all: bool) -> Result<()> {
+        if signal == 0 || signal > 64 {
+            if signal == 0 {
+                return Ok(());
+            }
+            return Err(Error::invalid(format!("invalid signal {signal}")));
+        }
+        let agent_id = match target {
+            Target::Init => {
+                if self.init_state() == InitState::Created {
+                    // Not running user code yet: the process "dies" of the signal.
+                    self.shared
+                        .state
+                        .send_replace(InitState::Aborted(128 + signal));
+                    return Ok(());
+                }
+                INIT_ID.to_string()
+            }
+            Target::Exec { id, .. } => exec_agent_id(id),
+        };
+        let paused = self.paused.load(Ordering::SeqCst);
+        if paused {
+            // Like a frozen cgroup: the signal is queued, delivered at resume.
+            self.signal_qemu(libc::SIGCONT)?;
+        }
+        let mut res = self.signal_one(&agent_id, signal).await;
+        if all && matches!(target, Target::Init) {
+            let ids: Vec<String> = lock(&self.shared.execs).keys().cloned().collect();
+            for id in ids {
+                let _ = self.signal_one(&id, signal).await;
+            }
+            if matches!(res, Err(Error::NotFound(_))) {
+                res = Ok(());
+            }
+        }
+        if paused {
+            self.signal_qemu(libc::SIGSTOP)?;
+        }
+        res
+    }
+
+    async fn pause(&self) -> Result<()> {
+        self.signal_qemu(libc::SIGSTOP)?;
+        self.paused.store(true, Ordering::SeqCst);
+        Ok(())
+    }
+
+    async fn resume(&self) -> Result<()> {
+        self.signal_qemu(libc::SIGCONT)?;
+        self.paused.store(false, Ordering::SeqCst);
+        Ok(())
+    }
+
+    async fn pids(&self) -> Result<Vec<u32>> {
+        let mut out = vec![self.shared.qemu_pid];
+        if self.paused.load(Ordering::SeqCst) {
+            out.extend(lock(&self.last_pids).iter().copied());
+            return Ok(out);
+        }
+        let procs = self
+            .shared
+            .vm
+            .pids()
+            .await
+            .map_err(|e| errors::map(e).context("list the VM's processes"))?;
+        let init = self.init_guest_pid.load(Ordering::SeqCst);
+        let guest: Vec<u32> = procs
+            .into_iter()
+            .map(|p| p.pid)
+            .filter(|p| *p != init)
+            .collect();
+        *lock(&self.last_pids) = guest.clone();
+        out.extend(guest);
+        Ok(out)
+    }
+
+    async fn stats(&self) -> Result<Any> {
+        let host = metrics::host_figures(self.shared.qemu_pid);
+        if self.paused.load(Ordering::SeqCst) {
+            return metrics::encode(None, host);
+        }
+        let s = self
+            .shared
+            .vm
+            .stats()
+            .await
+            .map_err(|e| errors::map(e).context("read the VM's figures"))?;
+        metrics::encode(Some(&s), host)
+    }
+
+    async fn update(&self, resources: &LinuxResources) -> Result<()> {
+        let fields = spec::unappliable(resources);
+        if fields.is_empty() {
+            return Ok(());
+        }
+        Err(Error::precondition(format!(
+            "the vm backend cannot change {} of a running VM (no memory or CPU hotplug); \
+             recreate the container with the new limits",
+            fields.join(", ")
+        )))
+    }
+
+    async fn delete(&self, _force: bool) -> Result<()> {
+        let sh = &self.shared;
+        sh.deleting.store(true, Ordering::SeqCst);
+        if self.init_state() == InitState::Created {
+            sh.state.send_replace(InitState::Aborted(137));
+        }
+        if self.paused.swap(false, Ordering::SeqCst) {
+            let _ = self.signal_qemu(libc::SIGCONT);
+        }
+        match tokio::time::timeout(Duration::from_secs(25), sh.vm.shutdown()).await {
+            Ok(Ok(())) => {}
+            // QEMU's exit may already have been collected by the shim's reaper.
+            Ok(Err(e)) => log::debug!("{}: VM shutdown: {e}", sh.id),
+            Err(_) => log::warn!("{}: VM shutdown timed out; killing QEMU", sh.id),
+        }
+        state::kill_qemu(sh.qemu_pid, &self.state_dir).await;
+        state::remove_dir(&self.state_dir)?;
+        if self.rootfs_mounted {
+            mount::unmount_all(&self.bundle.join("rootfs"))?;
+        }
+        Ok(())
+    }
+
+    fn oom_events(&self) -> Option<mpsc::UnboundedReceiver<()>> {
+        None
+    }
+}

@@ -1,0 +1,246 @@
+//! The micro-VM backend: each container runs in its own QEMU `microvm` whose `/init` is the
+//! pvelxc guest agent (`crates/pvelxc-agent`); the container's rootfs is shared in over 9p (or
+//! virtio-fs).
+//!
+//! Create boots the VM and waits for the agent's Ready, but the agent has no separate
+//! create/start: its `Run` starts the process at once. So `create` returns with the VM up and
+//! *no* user code running, reporting QEMU's host pid as the task pid, and `start` sends `Run`.
+//! `cleanup` (a fresh shim after a crash) finds QEMU by the pid and state dir recorded in the
+//! bundle (`data.qemu_pid`, `data.state_dir`), checking the pid's command line first.
+
+mod accel;
+mod assets;
+mod errors;
+mod instance;
+mod io;
+mod metrics;
+mod spec;
+mod state;
+
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::unix::fs::DirBuilderExt;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU32};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use pvelxc_agent::host::{Share, Vm, VmConfig};
+use tokio::io::unix::AsyncFd;
+use tokio::sync::watch;
+
+use super::{Backend, BundleRecord, CreateRequest, Instance, Spawned};
+use crate::config::{BackendKind, Config};
+use crate::error::{Error, Result};
+use crate::sys::mount;
+use instance::{InitState, Shared, VmInstance};
+
+/// Record keys.
+const DATA_STATE_DIR: &str = "state_dir";
+const DATA_QEMU_PID: &str = "qemu_pid";
+
+pub struct VmBackend;
+
+#[async_trait]
+impl Backend for VmBackend {
+    fn kind(&self) -> BackendKind {
+        BackendKind::Vm
+    }
+
+    fn usable(&self, config: &Config) -> std::result::Result<(), String> {
+        assets::check(&config.vm)
+    }
+
+    async fn create(&self, req: CreateRequest) -> Result<(Arc<dyn Instance>, Spawned)> {
+        let s = &req.config.vm;
+        let assets = assets::prepare(s).await?;
+        let accel = accel::choose(&s.accel)?;
+        let share = if s.share == "virtiofs" {
+            Share::VirtioFs
+        } else {
+            Share::NineP
+        };
+        let spec_process = req
+            .spec
+            .process()
+            .as_ref()
+            .ok_or_else(|| Error::invalid("the OCI spec has no process"))?;
+        let process = spec::process(spec_process, req.stdio.terminal)?;
+        let state_dir = state::state_dir(&s.state_dir, &req.namespace, &req.id)?;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&state_dir)
+            .map_err(|e| Error::io(format!("create {}", state_dir.display()), e))?;
+        let mut record = BundleRecord::load(&req.bundle)?.unwrap_or_default();
+        record
+            .data
+            .insert(DATA_STATE_DIR.into(), state_dir.display().to_string());
+        record.save(&req.bundle)?;
+
+        let rootfs_mounted = !req.rootfs.is_empty();
+        if let Err(e) = mount::mount_rootfs(&req.rootfs, &req.bundle.join("rootfs")).await {
+            let _ = state::remove_dir(&state_dir);
+            return Err(e);
+        }
+        let undo = |e: Error| {
+            if rootfs_mounted {
+                let _ = mount::unmount_all(&req.bundle.join("rootfs"));
+            }
+            let _ = state::remove_dir(&state_dir);
+            e
+        };
+
+        let res = req
+            .spec
+            .linux()
+            .as_ref()
+            .and_then(|l| l.resources().as_ref());
+        let mut cfg = VmConfig::new(
+            &assets.kernel,
+            &assets.initramfs,
+            spec::rootfs_dir(&req.spec, &req.bundle, rootfs_mounted),
+        );
+        cfg.qemu = assets.qemu.clone();
+        cfg.memory_mib = spec::memory_mib(res, s);
+        cfg.vcpus = spec::vcpus(res, s);
+        cfg.accel = accel;
+        cfg.share = share;
+        cfg.read_only = spec::read_only(&req.spec);
+        cfg.mounts = spec::extra_mounts(&req.spec, &req.bundle);
+        cfg.hostname = req
+            .spec
+            .hostname()
+            .clone()
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| req.id.chars().take(63).collect());
+        cfg.state_dir = state_dir.clone();
+        cfg.boot_timeout = Duration::from_secs(s.boot_timeout_secs.max(1));
+        log::info!(
+            "{}: booting VM ({:?}, {} MiB, {} vCPU, {} extra mounts{})",
+            req.id,
+            cfg.accel,
+            cfg.memory_mib,
+            cfg.vcpus,
+            cfg.mounts.len(),
+            if cfg.read_only {
+                ", read-only rootfs"
+            } else {
+                ""
+            }
+        );
+
+        let vm = match Vm::start(cfg).await {
+            Ok(vm) => Arc::new(vm),
+            Err(e) => {
+                return Err(undo(
+                    errors::map(e).context(format!("boot VM for {}", req.id)),
+                ))
+            }
+        };
+        let Some(qemu_pid) = vm.qemu_pid() else {
+            return Err(undo(Error::internal("QEMU has no pid")));
+        };
+        log::info!(
+            "{}: VM ready in {:.2} s (QEMU pid {qemu_pid})",
+            req.id,
+            vm.boot_time().as_secs_f64()
+        );
+        record
+            .data
+            .insert(DATA_QEMU_PID.into(), qemu_pid.to_string());
+        if let Err(e) = record.save(&req.bundle) {
+            let _ = vm.shutdown().await;
+            return Err(undo(e));
+        }
+        let (shim_io, ends) = match io::make(&req.stdio, process.console_size) {
+            Ok(v) => v,
+            Err(e) => {
+                let _ = vm.shutdown().await;
+                return Err(undo(e));
+            }
+        };
+        let shared = Arc::new(Shared {
+            id: req.id.clone(),
+            vm,
+            qemu_pid,
+            state: watch::channel(InitState::Created).0,
+            deleting: AtomicBool::new(false),
+            execs: Mutex::new(Default::default()),
+        });
+        let exit = shared.clone().init_exit(QemuGone::new(qemu_pid));
+        let inst = VmInstance {
+            shared,
+            bundle: req.bundle.clone(),
+            state_dir,
+            rootfs_mounted,
+            pending: Mutex::new(Some((process, ends))),
+            paused: AtomicBool::new(false),
+            init_guest_pid: AtomicU32::new(0),
+            last_pids: Mutex::new(Vec::new()),
+        };
+        Ok((
+            Arc::new(inst),
+            Spawned {
+                pid: qemu_pid,
+                io: shim_io,
+                exit,
+            },
+        ))
+    }
+
+    async fn cleanup(&self, record: &BundleRecord, _config: &Config) -> Result<()> {
+        let bundle = std::env::current_dir().map_err(|e| Error::io("cwd", e))?;
+        if let Some(dir) = record.data.get(DATA_STATE_DIR).map(Path::new) {
+            let recorded = record
+                .data
+                .get(DATA_QEMU_PID)
+                .and_then(|p| p.parse::<u32>().ok());
+            if let Some(pid) = recorded {
+                if state::kill_qemu(pid, dir).await {
+                    log::info!("cleanup {}: killed QEMU {pid}", record.id);
+                }
+            }
+            // A shim that died during boot never recorded the pid: look for the state dir.
+            for pid in state::qemus_using(dir) {
+                if state::kill_qemu(pid, dir).await {
+                    log::info!("cleanup {}: killed unrecorded QEMU {pid}", record.id);
+                }
+            }
+            state::remove_dir(dir)?;
+        }
+        mount::unmount_all(&bundle.join("rootfs"))
+    }
+}
+
+/// Resolves when QEMU has exited (a pidfd: works whoever reaps it; else /proc polling).
+pub struct QemuGone {
+    pid: u32,
+    fd: Option<AsyncFd<OwnedFd>>,
+}
+
+impl QemuGone {
+    fn new(pid: u32) -> Self {
+        // SAFETY: pidfd_open(2) takes a pid and flags and returns a new fd or -1.
+        let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+        let fd = (raw >= 0)
+            .then(|| {
+                // SAFETY: a fresh fd returned by pidfd_open, owned from here on.
+                let fd = unsafe { OwnedFd::from_raw_fd(raw as i32) };
+                // SAFETY: the AsyncFd owns the fd, so it stays open exactly as long as registered.
+                unsafe { AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }.ok()
+            })
+            .flatten();
+        QemuGone { pid, fd }
+    }
+
+    async fn wait(&mut self) {
+        if let Some(fd) = &self.fd {
+            let _ = fd.readable().await;
+            return;
+        }
+        while state::alive(self.pid) {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+}
