@@ -148,6 +148,9 @@ pub struct PctConfig {
     pub init_path: String,
     /// Host directory for per-container state shared into the CT.
     pub state_dir: String,
+    /// Host directory where packed rootfs templates are cached; empty = the `template_storage`
+    /// dir storage's `template/cache` (from /etc/pve/storage.cfg), else /var/lib/pvelxc/templates.
+    pub template_dir: String,
 }
 
 impl Default for PctConfig {
@@ -168,6 +171,7 @@ impl Default for PctConfig {
             timeout_secs: 120,
             init_path: String::new(),
             state_dir: "/run/pvelxc/pct".into(),
+            template_dir: String::new(),
         }
     }
 }

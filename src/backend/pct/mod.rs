@@ -1,39 +1,28 @@
 //! The Proxmox VE backend: each container is a real CT driven through the `pct` CLI.
+//!
+//! Process model (docs/proxmox-backend.md, crates/pvelxc-init/PROTOCOL.md): the static
+//! `pvelxc-init` is the CT's entrypoint; the shim shares a host directory into the CT
+//! (`mp0: <state_dir>/<vmid>,mp=/.pvelxc`), listens on its control socket, hands over stdio,
+//! and learns the exit code from the init. One concern per file:
+//! - [`backend`]: create (VMID, template, pct create/start, connect) and crash cleanup;
+//! - [`instance`]: start, exec, kill, pause/resume, pids, stats, update, delete;
+//! - [`spec`]: OCI spec → pct options; [`template`]: rootfs → cached template;
+//! - [`ctdir`]: the per-container directory; [`ctl`]: the control socket;
+//! - [`ctcg`]: the CT's cgroup (freeze, pids); [`exec`]: `pct exec` processes;
+//! - [`runner`]: running pct/pvesh; [`cmd`], [`output`], [`vmid`]: argv, parsers, VMIDs.
 
-#![allow(dead_code)]
-
+pub mod backend;
 pub mod cmd;
+pub mod ctcg;
+pub mod ctdir;
+pub mod ctl;
+pub mod exec;
+pub mod instance;
+pub mod lock;
 pub mod output;
+pub mod runner;
+pub mod spec;
+pub mod template;
 pub mod vmid;
 
-use std::sync::Arc;
-
-use super::{Backend, BundleRecord, CreateRequest, Instance, Spawned};
-use crate::config::{BackendKind, Config};
-use crate::error::{Error, Result};
-
-#[derive(Default)]
-pub struct PctBackend;
-
-#[async_trait::async_trait]
-impl Backend for PctBackend {
-    fn kind(&self) -> BackendKind {
-        BackendKind::Pct
-    }
-
-    fn usable(&self, config: &Config) -> std::result::Result<(), String> {
-        crate::sys::command::which(&config.pct.pct)?;
-        crate::sys::command::which(&config.pct.pvesh)?;
-        Err("the pct backend's lifecycle is not wired up in this version".into())
-    }
-
-    async fn create(&self, _: CreateRequest) -> Result<(Arc<dyn Instance>, Spawned)> {
-        Err(Error::Unimplemented(
-            "the pct backend's lifecycle is not wired up in this version".into(),
-        ))
-    }
-
-    async fn cleanup(&self, _: &BundleRecord, _: &Config) -> Result<()> {
-        Ok(())
-    }
-}
+pub use backend::PctBackend;

@@ -1,0 +1,155 @@
+//! The CT's own cgroup (`lxc/<vmid>`, processes in `lxc/<vmid>/ns`): freeze/thaw for
+//! Pause/Resume (`pct suspend` is CRIU, not a freeze) and the host pids for `ps`.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, Result};
+use crate::sys::cgroup::Cgroup;
+
+/// The CT-level directories found from the init's cgroup.
+#[derive(Debug, Clone)]
+pub struct CtCgroup {
+    /// v1 freezer dir, or the v2 dir (then `cgroup.freeze`).
+    freeze: Option<(PathBuf, bool)>,
+    /// A dir whose subtree's cgroup.procs lists every process of the CT.
+    procs: Option<PathBuf>,
+}
+
+fn ct_level(p: &Path) -> PathBuf {
+    if p.file_name().map(|n| n == "ns").unwrap_or(false) {
+        p.parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| p.to_path_buf())
+    } else {
+        p.to_path_buf()
+    }
+}
+
+impl CtCgroup {
+    pub fn of(cg: &Cgroup) -> CtCgroup {
+        match cg {
+            Cgroup::V1(m) => CtCgroup {
+                freeze: m.get("freezer").map(|p| (ct_level(p), true)),
+                procs: ["pids", "memory", "freezer", "cpu"]
+                    .iter()
+                    .find_map(|c| m.get(*c))
+                    .map(|p| ct_level(p)),
+            },
+            Cgroup::V2(p) => CtCgroup {
+                freeze: Some((ct_level(p), false)),
+                procs: Some(ct_level(p)),
+            },
+        }
+    }
+
+    fn set_frozen(&self, frozen: bool) -> Result<()> {
+        let (dir, v1) = self
+            .freeze
+            .as_ref()
+            .ok_or_else(|| Error::precondition("the CT has no freezer cgroup"))?;
+        let (file, val, state_file, want) = if *v1 {
+            let v = if frozen { "FROZEN" } else { "THAWED" };
+            ("freezer.state", v, "freezer.state", v)
+        } else {
+            let v = if frozen { "1" } else { "0" };
+            (
+                "cgroup.freeze",
+                v,
+                "cgroup.events",
+                if frozen { "frozen 1" } else { "frozen 0" },
+            )
+        };
+        std::fs::write(dir.join(file), val)
+            .map_err(|e| Error::io(format!("write {}", dir.join(file).display()), e))?;
+        let start = Instant::now();
+        loop {
+            let st = std::fs::read_to_string(dir.join(state_file)).unwrap_or_default();
+            let done = if *v1 {
+                st.trim() == want
+            } else {
+                st.lines().any(|l| l.trim() == want)
+            };
+            if done {
+                return Ok(());
+            }
+            if start.elapsed() > Duration::from_secs(10) {
+                return Err(Error::DeadlineExceeded(format!(
+                    "{} did not become {want}",
+                    dir.display()
+                )));
+            }
+            if *v1 && frozen {
+                // v1 may stay FREEZING until asked again.
+                let _ = std::fs::write(dir.join(file), val);
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    pub fn freeze(&self) -> Result<()> {
+        self.set_frozen(true)
+    }
+
+    pub fn thaw(&self) -> Result<()> {
+        self.set_frozen(false)
+    }
+
+    /// Host pids of every process in the CT (the whole subtree).
+    pub fn pids(&self) -> Result<Vec<u32>> {
+        let root = self
+            .procs
+            .as_ref()
+            .ok_or_else(|| Error::precondition("the CT has no cgroup"))?;
+        let mut out = Vec::new();
+        let mut stack = vec![root.clone()];
+        while let Some(d) = stack.pop() {
+            if let Ok(t) = std::fs::read_to_string(d.join("cgroup.procs")) {
+                out.extend(t.lines().filter_map(|l| l.trim().parse::<u32>().ok()));
+            }
+            if let Ok(rd) = std::fs::read_dir(&d) {
+                for e in rd.flatten() {
+                    if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                        stack.push(e.path());
+                    }
+                }
+            }
+        }
+        out.sort_unstable();
+        out.dedup();
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    #[test]
+    fn levels() {
+        let mut m = HashMap::new();
+        m.insert(
+            "freezer".to_string(),
+            PathBuf::from("/sys/fs/cgroup/freezer/lxc/300100/ns"),
+        );
+        m.insert(
+            "memory".to_string(),
+            PathBuf::from("/sys/fs/cgroup/memory/lxc/300100/ns"),
+        );
+        let c = CtCgroup::of(&Cgroup::V1(m));
+        assert_eq!(
+            c.freeze,
+            Some((PathBuf::from("/sys/fs/cgroup/freezer/lxc/300100"), true))
+        );
+        assert_eq!(
+            c.procs,
+            Some(PathBuf::from("/sys/fs/cgroup/memory/lxc/300100"))
+        );
+        let c = CtCgroup::of(&Cgroup::V2(PathBuf::from("/sys/fs/cgroup/lxc/7/ns")));
+        assert_eq!(
+            c.freeze,
+            Some((PathBuf::from("/sys/fs/cgroup/lxc/7"), false))
+        );
+    }
+}

@@ -1,0 +1,217 @@
+//! Exec: `pct exec VMID -- /.pvelxc/init exec /.pvelxc/exec-<id>.json` as the shim's own child
+//! with the exec's stdio (pipes, or a host pty for terminal=true); exit code and output come
+//! straight back through `pct exec` (lxc-attach). Signals go to the process itself (host pid
+//! found below the `pct exec` process, in the CT's pid namespace).
+
+use std::ffi::OsString;
+use std::os::fd::OwnedFd;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::Stdio;
+
+use oci_spec::runtime::Process;
+
+use super::cmd::PctCommand;
+use super::spec::CT_DIR;
+use super::vmid::Vmid;
+use crate::backend::Spawned;
+use crate::error::{Error, Result};
+use crate::sys::stdio::{ProcessIo, StdioPaths};
+use crate::sys::{fdio, reaper};
+
+/// File-name-safe form of an exec id (ids come from clients).
+pub fn safe_name(s: &str) -> String {
+    let mut out: String = s
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(64)
+        .collect();
+    if out != s {
+        // Keep sanitised ids distinct.
+        let mut h: u32 = 0x811c9dc5;
+        for b in s.bytes() {
+            h ^= u32::from(b);
+            h = h.wrapping_mul(0x01000193);
+        }
+        out.push_str(&format!("-{h:08x}"));
+    }
+    out
+}
+
+/// Spawn the exec; `dir` is the CT's host directory D.
+pub fn spawn(
+    pct: &str,
+    vmid: Vmid,
+    dir: &Path,
+    exec_id: &str,
+    process: &Process,
+    stdio: &StdioPaths,
+) -> Result<Spawned> {
+    let name = format!("exec-{}.json", safe_name(exec_id));
+    let spec_file = dir.join(&name);
+    super::ctdir::write_json(&spec_file, process)?;
+    let argv = PctCommand::Exec {
+        vmid,
+        keep_env: None,
+        args: vec![
+            OsString::from(format!("{CT_DIR}/init")),
+            "exec".into(),
+            format!("{CT_DIR}/{name}").into(),
+        ],
+    }
+    .argv()
+    .map_err(|e| Error::invalid(format!("pct exec: {e}")))?;
+    let mut cmd = std::process::Command::new(pct);
+    cmd.args(argv);
+    let io = if stdio.terminal {
+        let pty = nix::pty::openpty(None, None).map_err(Error::from)?;
+        if let Some(cs) = process.console_size() {
+            let _ = crate::sys::stdio::resize_pty(
+                &pty.master,
+                u32::try_from(cs.width()).unwrap_or(u32::MAX),
+                u32::try_from(cs.height()).unwrap_or(u32::MAX),
+            );
+        }
+        let slave = pty.slave;
+        cmd.stdin(Stdio::from(dup(&slave)?))
+            .stdout(Stdio::from(dup(&slave)?))
+            .stderr(Stdio::from(slave));
+        // SAFETY: setsid and ioctl are async-signal-safe; nothing else runs before exec.
+        unsafe {
+            cmd.pre_exec(|| {
+                nix::unistd::setsid().map_err(std::io::Error::from)?;
+                if libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        ProcessIo::Pty { master: pty.master }
+    } else {
+        let mut mine: [Option<OwnedFd>; 3] = [None, None, None];
+        let mut theirs: Vec<Stdio> = Vec::new();
+        for (i, path) in [&stdio.stdin, &stdio.stdout, &stdio.stderr]
+            .into_iter()
+            .enumerate()
+        {
+            if path.is_empty() {
+                theirs.push(Stdio::null());
+                continue;
+            }
+            let (r, w) = fdio::pipe().map_err(|e| Error::io("pipe", e))?;
+            let (m, t) = if i == 0 { (w, r) } else { (r, w) };
+            mine[i] = Some(m);
+            theirs.push(Stdio::from(t));
+        }
+        let mut it = theirs.into_iter();
+        if let (Some(i), Some(o), Some(e)) = (it.next(), it.next(), it.next()) {
+            cmd.stdin(i).stdout(o).stderr(e);
+        }
+        let [stdin, stdout, stderr] = mine;
+        ProcessIo::Pipes {
+            stdin,
+            stdout,
+            stderr,
+        }
+    };
+    let child = cmd
+        .spawn()
+        .map_err(|e| Error::io(format!("spawn {pct} exec"), e))?;
+    drop(cmd);
+    let pid = child.id();
+    let exit = reaper::watch(pid as i32);
+    let spec_file2 = spec_file.clone();
+    Ok(Spawned {
+        pid,
+        io,
+        exit: Box::pin(async move {
+            let code = exit.await.unwrap_or_else(|_| reaper::Exit::new(255));
+            let _ = std::fs::remove_file(&spec_file2);
+            code
+        }),
+    })
+}
+
+fn dup(fd: &OwnedFd) -> Result<OwnedFd> {
+    fd.try_clone().map_err(|e| Error::io("dup pty", e))
+}
+
+fn pid_ns(pid: u32) -> Option<std::path::PathBuf> {
+    std::fs::read_link(format!("/proc/{pid}/ns/pid")).ok()
+}
+
+fn children(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+        for t in rd.flatten() {
+            if let Ok(s) = std::fs::read_to_string(t.path().join("children")) {
+                out.extend(s.split_whitespace().filter_map(|p| p.parse::<u32>().ok()));
+            }
+        }
+    }
+    out
+}
+
+/// The exec's own process(es): the first descendants of `pct exec` that live in another pid
+/// namespace (the CT's). Empty while lxc-attach is still setting up.
+pub fn ct_processes(pct_exec_pid: u32) -> Vec<u32> {
+    let Some(mine) = pid_ns(std::process::id()) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    let mut queue = vec![pct_exec_pid];
+    let mut seen = 0usize;
+    while let Some(p) = queue.pop() {
+        seen += 1;
+        if seen > 256 {
+            break;
+        }
+        for c in children(p) {
+            match pid_ns(c) {
+                Some(ns) if ns != mine => out.push(c),
+                Some(_) => queue.push(c),
+                None => {}
+            }
+        }
+    }
+    out
+}
+
+/// Signal an exec: its process in the CT, else (not there yet) the `pct exec` process.
+pub fn kill(pct_exec_pid: u32, signal: u32) -> Result<()> {
+    let sig = nix::sys::signal::Signal::try_from(signal as i32)
+        .map_err(|_| Error::invalid(format!("invalid signal {signal}")))?;
+    let mut targets = ct_processes(pct_exec_pid);
+    if targets.is_empty() {
+        targets.push(pct_exec_pid);
+    }
+    let mut res = Ok(());
+    for p in targets {
+        if let Err(e) = nix::sys::signal::kill(nix::unistd::Pid::from_raw(p as i32), sig) {
+            res = Err(if e == nix::errno::Errno::ESRCH {
+                Error::NotFound("process already finished".into())
+            } else {
+                Error::from(e)
+            });
+        }
+    }
+    res
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        assert_eq!(safe_name("e1"), "e1");
+        assert!(safe_name("a/b").starts_with("a_b-"));
+        assert_ne!(safe_name("a/b"), safe_name("a.b"));
+    }
+}

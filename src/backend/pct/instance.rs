@@ -1,0 +1,153 @@
+//! One running CT: the [`Instance`] operations.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use containerd_shim_protos::protobuf::well_known_types::any::Any;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use oci_spec::runtime::{LinuxResources, Process};
+use tokio::sync::mpsc;
+
+use super::cmd::{CtOptions, PctCommand};
+use super::ctcg::CtCgroup;
+use super::ctl::Ctl;
+use super::runner::Pct;
+use super::vmid::{Allocator, Vmid};
+use super::{backend, exec, spec};
+use crate::backend::{Instance, Spawned, Target};
+use crate::error::{Error, Result};
+use crate::sys::cgroup::Cgroup;
+use crate::sys::stdio::StdioPaths;
+
+pub struct PctInstance {
+    /// `<namespace>/<id>`, for logs.
+    pub owner: String,
+    pub vmid: Vmid,
+    /// The per-container host directory D.
+    pub dir: PathBuf,
+    pub pct: Pct,
+    pub alloc: Allocator,
+    pub ctl: Arc<Ctl>,
+    pub cgroup: Option<Cgroup>,
+    pub ctcg: Option<CtCgroup>,
+    pub oom: Mutex<Option<mpsc::UnboundedReceiver<()>>>,
+    pub destroyed: tokio::sync::Mutex<bool>,
+}
+
+fn signal_pid(pid: u32, signal: u32) -> Result<()> {
+    let sig = Signal::try_from(signal as i32)
+        .map_err(|_| Error::invalid(format!("invalid signal {signal}")))?;
+    kill(Pid::from_raw(pid as i32), sig).map_err(|e| {
+        if e == nix::errno::Errno::ESRCH {
+            Error::NotFound("process already finished".into())
+        } else {
+            Error::from(e)
+        }
+    })
+}
+
+impl PctInstance {
+    fn ctcg(&self) -> Result<&CtCgroup> {
+        self.ctcg
+            .as_ref()
+            .ok_or_else(|| Error::precondition(format!("CT {}: no cgroup found", self.vmid)))
+    }
+}
+
+#[async_trait]
+impl Instance for PctInstance {
+    async fn start(&self) -> Result<()> {
+        self.ctl.start(Duration::from_secs(30)).await
+    }
+
+    async fn exec(&self, exec_id: &str, process: &Process, stdio: &StdioPaths) -> Result<Spawned> {
+        exec::spawn(
+            self.pct.program(),
+            self.vmid,
+            &self.dir,
+            exec_id,
+            process,
+            stdio,
+        )
+    }
+
+    async fn kill(&self, target: Target<'_>, signal: u32, all: bool) -> Result<()> {
+        match target {
+            Target::Init => {
+                let init = self.ctl.host_pid;
+                // SIGKILL cannot be forwarded: kill the CT's init itself (the CT dies: 137).
+                if signal == libc::SIGKILL as u32 {
+                    return signal_pid(init, signal);
+                }
+                let signo = i32::try_from(signal)
+                    .map_err(|_| Error::invalid(format!("invalid signal {signal}")))?;
+                if self.ctl.signal(signo, all) {
+                    return Ok(());
+                }
+                // No control connection: the init forwards host signals too.
+                signal_pid(init, signal)
+            }
+            Target::Exec { pid, .. } => exec::kill(pid, signal),
+        }
+    }
+
+    async fn pause(&self) -> Result<()> {
+        let cg = self.ctcg()?.clone();
+        tokio::task::spawn_blocking(move || cg.freeze())
+            .await
+            .map_err(|e| Error::internal(format!("freeze: {e}")))?
+    }
+
+    async fn resume(&self) -> Result<()> {
+        let cg = self.ctcg()?.clone();
+        tokio::task::spawn_blocking(move || cg.thaw())
+            .await
+            .map_err(|e| Error::internal(format!("thaw: {e}")))?
+    }
+
+    async fn pids(&self) -> Result<Vec<u32>> {
+        self.ctcg()?.pids()
+    }
+
+    async fn stats(&self) -> Result<Any> {
+        match &self.cgroup {
+            Some(c) => c.metrics(),
+            None => Cgroup::of_pid(self.ctl.host_pid)?.metrics(),
+        }
+    }
+
+    async fn update(&self, resources: &LinuxResources) -> Result<()> {
+        let mut o = CtOptions::default();
+        spec::resources(resources, &mut o);
+        if o == CtOptions::default() {
+            return Ok(());
+        }
+        self.pct
+            .run_ok(&PctCommand::Set {
+                vmid: self.vmid,
+                options: Box::new(o),
+                delete: Vec::new(),
+            })
+            .await
+            .map(|_| ())
+    }
+
+    async fn delete(&self, _force: bool) -> Result<()> {
+        let mut done = self.destroyed.lock().await;
+        if *done {
+            return Ok(());
+        }
+        self.ctl.close();
+        backend::destroy(&self.pct, &self.alloc, self.vmid, &self.dir).await?;
+        log::info!("{}: CT {} destroyed", self.owner, self.vmid);
+        *done = true;
+        Ok(())
+    }
+
+    fn oom_events(&self) -> Option<mpsc::UnboundedReceiver<()>> {
+        self.oom.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+}

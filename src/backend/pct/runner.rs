@@ -1,0 +1,152 @@
+//! Running `pct` / `pvesh`: argv from [`cmd`](super::cmd), bounded by the configured timeout,
+//! output classified by [`output::classify`](super::output::classify), every call timed (debug log).
+
+use std::time::{Duration, Instant};
+
+use super::cmd::{PctCommand, PveshCommand};
+use super::output::{self, PctError};
+use crate::config::PctConfig;
+use crate::error::{Error, Result};
+use crate::sys::command::{Cmd, Output};
+
+/// A failed pct call: what pct said, classified, plus the text shown to containerd.
+#[derive(Debug)]
+pub struct PctFailure {
+    pub kind: PctError,
+    /// `pct <sub> <vmid>: <pct's own message>`.
+    pub message: String,
+}
+
+impl PctFailure {
+    pub fn into_error(self) -> Error {
+        match self.kind {
+            PctError::NoSuchCt => Error::NotFound(self.message),
+            PctError::NotRunning | PctError::Running | PctError::AlreadyRunning => {
+                Error::FailedPrecondition(self.message)
+            }
+            PctError::ParamError { .. } => Error::InvalidArgument(self.message),
+            PctError::LockTimeout { .. } | PctError::Locked { .. } => {
+                Error::Unavailable(self.message)
+            }
+            _ => Error::Internal(self.message),
+        }
+    }
+}
+
+/// How the shim reaches pct and pvesh.
+#[derive(Debug, Clone)]
+pub struct Pct {
+    pub pct: String,
+    pub pvesh: String,
+    pub timeout: Duration,
+}
+
+/// pct's message, without noise: lock waits, usage, empty lines.
+fn pct_message(out: &Output) -> String {
+    let lines: Vec<&str> = out
+        .stderr
+        .lines()
+        .chain(out.stdout.lines().filter(|l| l.contains("TASK ERROR")))
+        .map(str::trim)
+        .filter(|l| {
+            !l.is_empty()
+                && *l != "trying to acquire lock..."
+                && !l.starts_with("USAGE:")
+                && !l.starts_with("pct ")
+        })
+        .collect();
+    if lines.is_empty() {
+        format!("exit status {}", out.code)
+    } else {
+        lines.join("; ")
+    }
+}
+
+impl Pct {
+    pub fn new(cfg: &PctConfig) -> Self {
+        Pct {
+            pct: cfg.pct.clone(),
+            pvesh: cfg.pvesh.clone(),
+            timeout: Duration::from_secs(cfg.timeout_secs.max(1)),
+        }
+    }
+
+    async fn call(&self, prog: &str, args: Vec<std::ffi::OsString>) -> Result<(Output, Duration)> {
+        let mut argv = vec![std::ffi::OsString::from(prog)];
+        argv.extend(args);
+        let cmd = Cmd::new(argv).timeout(self.timeout);
+        let shown = cmd.display();
+        let t0 = Instant::now();
+        let out = cmd.output().await;
+        let took = t0.elapsed();
+        log::debug!("pct call `{shown}` took {} ms", took.as_millis());
+        Ok((out?, took))
+    }
+
+    /// Run a pct command; Ok on exit 0 (warnings are logged).
+    pub async fn run(&self, c: &PctCommand) -> Result<std::result::Result<Output, PctFailure>> {
+        let args = c
+            .argv()
+            .map_err(|e| Error::invalid(format!("pct {}: {e}", c.subcommand())))?;
+        let (out, _) = self.call(&self.pct, args).await?;
+        let code = i32::try_from(out.code).ok();
+        match output::classify(code, &out.stdout, &out.stderr) {
+            Ok(o) => {
+                for w in o.warnings {
+                    log::warn!("pct {}: {w}", c.subcommand());
+                }
+                Ok(Ok(out))
+            }
+            Err(kind) => {
+                let target = c.vmid().map(|v| format!(" {v}")).unwrap_or_default();
+                Ok(Err(PctFailure {
+                    kind,
+                    message: format!("pct {}{target}: {}", c.subcommand(), pct_message(&out)),
+                }))
+            }
+        }
+    }
+
+    /// Run and turn any failure into an error carrying pct's message.
+    pub async fn run_ok(&self, c: &PctCommand) -> Result<Output> {
+        self.run(c).await?.map_err(PctFailure::into_error)
+    }
+
+    pub async fn pvesh(&self, c: &PveshCommand) -> Result<Output> {
+        let args = c
+            .argv()
+            .map_err(|e| Error::invalid(format!("pvesh: {e}")))?;
+        let (out, _) = self.call(&self.pvesh, args).await?;
+        if out.success() {
+            Ok(out)
+        } else {
+            Err(Error::Internal(format!("pvesh: {}", pct_message(&out))))
+        }
+    }
+
+    /// The program the exec path spawns itself (with the exec's stdio).
+    pub fn program(&self) -> &str {
+        &self.pct
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn message_drops_noise() {
+        let out = Output {
+            code: 255,
+            stdout: "extracting archive\n".into(),
+            stderr: "trying to acquire lock...\ncan't lock file '/x' - got timeout\n".into(),
+        };
+        assert_eq!(pct_message(&out), "can't lock file '/x' - got timeout");
+        let out = Output {
+            code: 255,
+            stdout: String::new(),
+            stderr: String::new(),
+        };
+        assert_eq!(pct_message(&out), "exit status 255");
+    }
+}

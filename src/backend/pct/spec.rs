@@ -1,0 +1,347 @@
+//! OCI runtime spec → `pct create` options (the process itself goes to the init via
+//! process.json; see [`ctdir`](super::ctdir)).
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use oci_spec::runtime::{LinuxResources, Spec};
+
+use super::cmd::{CtOptions, Features, Hostname, IpConfig, MountPoint, NetSpec, OsType, Tag};
+use crate::config::PctConfig;
+use crate::error::{Error, Result};
+
+/// Where the per-container directory appears in the CT.
+pub const CT_DIR: &str = "/.pvelxc";
+/// CRI marks sandboxes and pod containers with this annotation.
+pub const CRI_CONTAINER_TYPE: &str = "io.kubernetes.cri.container-type";
+const CRI_SANDBOX_NAME: &str = "io.kubernetes.cri.sandbox-name";
+const CRI_SANDBOX_NAMESPACE: &str = "io.kubernetes.cri.sandbox-namespace";
+const MIB: u64 = 1024 * 1024;
+
+/// Kubernetes pods are not CTs (yet): refuse them before anything is made.
+pub fn reject_pods(annotations: &HashMap<String, String>) -> Result<()> {
+    if let Some(t) = annotations.get(CRI_CONTAINER_TYPE) {
+        return Err(Error::Unimplemented(format!(
+            "the pct backend does not run Kubernetes pods: this is a CRI {t} \
+             ({CRI_CONTAINER_TYPE}); route pod sandboxes and pod containers to crun, runc or vm"
+        )));
+    }
+    Ok(())
+}
+
+fn fnv(s: &str) -> u32 {
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in s.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    h as u32
+}
+
+/// The CT hostname: the spec's hostname, else the container id, as a DNS label. When
+/// sanitising lost information, a short hash of the original keeps two ids apart.
+pub fn hostname(spec: &Spec, id: &str) -> Hostname {
+    let src = spec
+        .hostname()
+        .as_deref()
+        .filter(|h| !h.is_empty())
+        .unwrap_or(id);
+    let h = Hostname::sanitize(src);
+    if h.as_str() == src || h.as_str().len() == Hostname::MAX {
+        return h;
+    }
+    let suffix = format!("-{:06x}", fnv(src) & 0xff_ffff);
+    let mut base = h.as_str().to_string();
+    base.truncate(Hostname::MAX - suffix.len());
+    let base = base.trim_end_matches('-').to_string();
+    Hostname::sanitize(&(base + &suffix))
+}
+
+/// Memory/swap/cpu from OCI resources (also used by Update).
+pub fn resources(r: &LinuxResources, o: &mut CtOptions) {
+    if let Some(m) = r.memory() {
+        let limit = m.limit().filter(|l| *l > 0).map(|l| l as u64);
+        if let Some(l) = limit {
+            o.memory_mb = Some(l.div_ceil(MIB).max(16));
+        }
+        match (limit, m.swap()) {
+            // OCI swap is memory+swap.
+            (Some(l), Some(s)) if s > 0 => {
+                o.swap_mb = Some((s as u64).saturating_sub(l) / MIB);
+            }
+            (None, Some(s)) if s > 0 => o.swap_mb = Some(s as u64 / MIB),
+            _ => {}
+        }
+    }
+    if let Some(c) = r.cpu() {
+        if let (Some(q), Some(p)) = (c.quota(), c.period()) {
+            if q > 0 && p > 0 {
+                let lim = q as f64 / p as f64;
+                let lim = (lim * 100.0).ceil() / 100.0;
+                o.cpulimit = Some(lim.min(8192.0));
+                o.cores = Some((lim.ceil() as u32).clamp(1, 8192));
+            }
+        }
+        if let Some(s) = c.shares() {
+            if s > 0 {
+                o.cpuunits = Some(u32::try_from(s.min(500_000)).unwrap_or(500_000));
+            }
+        }
+    }
+}
+
+/// Bind mounts of host directories → mp1.. (mp0 is the shim's directory).
+fn mount_points(spec: &Spec, ct_dir_host: &Path) -> Result<Vec<MountPoint>> {
+    let mut out = vec![MountPoint::bind(
+        0,
+        ct_dir_host.display().to_string(),
+        CT_DIR,
+    )];
+    let mut index = 1u8;
+    for m in spec.mounts().as_deref().unwrap_or_default() {
+        let opts = m.options().clone().unwrap_or_default();
+        let is_bind =
+            m.typ().as_deref() == Some("bind") || opts.iter().any(|o| o == "bind" || o == "rbind");
+        if !is_bind {
+            continue;
+        }
+        let Some(src) = m.source() else { continue };
+        let dst = m.destination().display().to_string();
+        if !src.is_absolute() || !src.is_dir() {
+            log::warn!(
+                "pct: bind mount {} -> {dst} skipped: only host directories can be CT mount points",
+                src.display()
+            );
+            continue;
+        }
+        if dst == CT_DIR || dst.starts_with(&format!("{CT_DIR}/")) {
+            return Err(Error::invalid(format!(
+                "mount destination {dst} is reserved by the pct backend"
+            )));
+        }
+        let mut mp = MountPoint::bind(index, src.display().to_string(), dst);
+        mp.ro = opts.iter().any(|o| o == "ro");
+        mp.render()
+            .map_err(|e| Error::invalid(format!("bind mount {}: {e}", src.display())))?;
+        out.push(mp);
+        index = index
+            .checked_add(1)
+            .filter(|i| *i < 255)
+            .ok_or_else(|| Error::invalid("too many bind mounts for a CT (at most 254)"))?;
+    }
+    Ok(out)
+}
+
+fn network(cfg: &PctConfig) -> Result<Vec<NetSpec>> {
+    match cfg.network.as_str() {
+        "none" | "" => Ok(Vec::new()),
+        "bridge" => {
+            let mut n = NetSpec::new(0, "eth0");
+            n.bridge = Some(cfg.bridge.clone());
+            n.ip = Some(match cfg.ip.as_str() {
+                "dhcp" | "" => IpConfig::Dhcp,
+                "manual" => IpConfig::Manual,
+                cidr => IpConfig::Cidr(cidr.to_string()),
+            });
+            if !cfg.gateway.is_empty() {
+                n.gw = Some(cfg.gateway.clone());
+            }
+            n.render()
+                .map_err(|e| Error::invalid(format!("[pct] network: {e}")))?;
+            Ok(vec![n])
+        }
+        other => Err(Error::invalid(format!(
+            "[pct] network = {other:?}: expected \"none\" or \"bridge\""
+        ))),
+    }
+}
+
+fn features(spec: &Spec) -> Option<Features> {
+    let fuse = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.devices().as_ref())
+        .map(|d| d.iter().any(|d| d.path() == Path::new("/dev/fuse")))
+        .unwrap_or(false);
+    fuse.then(|| Features {
+        fuse: Some(true),
+        ..Default::default()
+    })
+}
+
+/// Tags and description that tell an admin where a CT came from.
+fn provenance(namespace: &str, id: &str, spec: &Spec, o: &mut CtOptions) {
+    let ann = spec.annotations().clone().unwrap_or_default();
+    o.tags = vec![
+        Tag::sanitize("pvelxc"),
+        Tag::sanitize(&format!("ns-{namespace}")),
+    ];
+    let mut d = format!(
+        "Created by containerd-shim-pvelxc-v2 (io.containerd.pvelxc.v2).\n\
+         containerd namespace: {namespace}\ncontainer id: {id}\n"
+    );
+    if let (Some(ns), Some(name)) = (ann.get(CRI_SANDBOX_NAMESPACE), ann.get(CRI_SANDBOX_NAME)) {
+        d.push_str(&format!("pod: {ns}/{name}\n"));
+        o.tags.push(Tag::sanitize(&format!("pod-{name}")));
+    }
+    if let Some(img) = crate::router::IMAGE_ANNOTATIONS
+        .iter()
+        .find_map(|k| ann.get(*k))
+    {
+        d.push_str(&format!("image: {img}\n"));
+    }
+    d.push_str("Destroyed when the container is deleted; do not edit.");
+    o.description = Some(d.replace('\0', ""));
+}
+
+/// Everything `pct create` gets besides VMID, template and storage.
+pub fn ct_options(
+    cfg: &PctConfig,
+    namespace: &str,
+    id: &str,
+    spec: &Spec,
+    ct_dir_host: &Path,
+    init: &str,
+) -> Result<CtOptions> {
+    let mut o = CtOptions {
+        hostname: Some(hostname(spec, id)),
+        rootfs: Some(super::cmd::Rootfs::Alloc {
+            storage: cfg.storage.clone(),
+            size_gib: cfg.rootfs_size_gib.max(1),
+        }),
+        ostype: Some(OsType::Unmanaged),
+        entrypoint: Some(init.to_string()),
+        nets: network(cfg)?,
+        mps: mount_points(spec, ct_dir_host)?,
+        features: features(spec),
+        ..Default::default()
+    };
+    if let Some(r) = spec.linux().as_ref().and_then(|l| l.resources().as_ref()) {
+        resources(r, &mut o);
+    }
+    provenance(namespace, id, spec, &mut o);
+    Ok(o)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use oci_spec::runtime::{
+        LinuxBuilder, LinuxCpuBuilder, LinuxMemoryBuilder, LinuxResourcesBuilder, MountBuilder,
+        SpecBuilder,
+    };
+
+    fn spec_with(res: LinuxResources, mounts: Vec<oci_spec::runtime::Mount>) -> Spec {
+        let mut s = SpecBuilder::default()
+            .linux(LinuxBuilder::default().resources(res).build().unwrap())
+            .mounts(mounts)
+            .build()
+            .unwrap();
+        s.set_hostname(None);
+        s
+    }
+
+    #[test]
+    fn limits_and_mounts() {
+        let res = LinuxResourcesBuilder::default()
+            .memory(
+                LinuxMemoryBuilder::default()
+                    .limit(256 * 1024 * 1024i64)
+                    .swap(384 * 1024 * 1024i64)
+                    .build()
+                    .unwrap(),
+            )
+            .cpu(
+                LinuxCpuBuilder::default()
+                    .quota(150_000i64)
+                    .period(100_000u64)
+                    .build()
+                    .unwrap(),
+            )
+            .build()
+            .unwrap();
+        let dir = std::env::temp_dir();
+        let mounts = vec![
+            MountBuilder::default()
+                .destination("/data")
+                .typ("bind")
+                .source(&dir)
+                .options(vec!["rbind".to_string(), "ro".to_string()])
+                .build()
+                .unwrap(),
+            MountBuilder::default()
+                .destination("/proc")
+                .typ("proc")
+                .source("proc")
+                .build()
+                .unwrap(),
+        ];
+        let spec = spec_with(res, mounts);
+        let cfg = PctConfig::default();
+        let o = ct_options(
+            &cfg,
+            "default",
+            "web_1",
+            &spec,
+            Path::new("/run/x/1"),
+            "/.pvelxc/init",
+        )
+        .unwrap();
+        assert_eq!(o.memory_mb, Some(256));
+        assert_eq!(o.swap_mb, Some(128));
+        assert_eq!(o.cpulimit, Some(1.5));
+        assert_eq!(o.cores, Some(2));
+        assert_eq!(o.mps.len(), 2);
+        assert_eq!(o.mps[0].render().unwrap(), "/run/x/1,mp=/.pvelxc");
+        assert!(o.mps[1].ro && o.mps[1].mp == "/data");
+        assert_eq!(o.ostype, Some(OsType::Unmanaged));
+        assert!(o.nets.is_empty());
+        let h = o.hostname.unwrap();
+        assert!(h.as_str().starts_with("web-1-"), "{h}");
+        assert!(o.description.unwrap().contains("container id: web_1"));
+        let tags: Vec<&str> = o.tags.iter().map(Tag::as_str).collect();
+        assert_eq!(tags, ["pvelxc", "ns-default"]);
+    }
+
+    #[test]
+    fn hostnames_are_distinct_and_valid() {
+        let mut s = SpecBuilder::default().build().unwrap();
+        s.set_hostname(None);
+        assert_eq!(hostname(&s, "web").as_str(), "web");
+        let a = hostname(&s, "a_b");
+        let b = hostname(&s, "a.b");
+        assert_ne!(a, b);
+        assert!(Hostname::parse(a.as_str()).is_ok());
+        let long = "x".repeat(80);
+        assert!(hostname(&s, &long).as_str().len() <= 63);
+    }
+
+    #[test]
+    fn pods_are_refused() {
+        let mut a = HashMap::new();
+        assert!(reject_pods(&a).is_ok());
+        a.insert(CRI_CONTAINER_TYPE.to_string(), "sandbox".to_string());
+        let e = reject_pods(&a).unwrap_err().to_string();
+        assert!(e.contains("pct") && e.contains("pod"), "{e}");
+    }
+
+    #[test]
+    fn bridge_network() {
+        let cfg = PctConfig {
+            network: "bridge".into(),
+            ip: "10.0.0.5/24".into(),
+            gateway: "10.0.0.1".into(),
+            ..Default::default()
+        };
+        let n = network(&cfg).unwrap();
+        assert_eq!(
+            n[0].render().unwrap(),
+            "name=eth0,bridge=vmbr0,ip=10.0.0.5/24,gw=10.0.0.1,type=veth"
+        );
+        let bad = PctConfig {
+            network: "wifi".into(),
+            ..Default::default()
+        };
+        assert!(network(&bad).is_err());
+    }
+}

@@ -1,0 +1,709 @@
+//! The pct backend end to end: `ctr` against a private containerd whose shims drive the
+//! pve-double `pct` (real LXC underneath). Every test has its own `PVE_DOUBLE_ROOT` and its own
+//! VMID range inside 300000–399999, and checks that nothing is left behind.
+//!
+//! Needs: root, lxc, containerd, `cargo build --release -p pve-double` (pct/pvesh next to the
+//! shim), and the static init:
+//! `RUSTFLAGS="-C target-feature=+crt-static" cargo build --release -p pvelxc-init --target x86_64-unknown-linux-gnu`.
+
+mod common;
+
+use common::*;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+const T: Duration = Duration::from_secs(60);
+const SCRIPT: &str = "echo hello; echo err >&2; exit 3";
+const STATE_DIR: &str = "/run/pvelxc/pct";
+
+fn static_init() -> PathBuf {
+    let p = target_dir()
+        .join("x86_64-unknown-linux-gnu")
+        .join("release")
+        .join("pvelxc-init");
+    assert!(
+        p.is_file(),
+        "static init missing: {} (see this file's header)",
+        p.display()
+    );
+    p
+}
+
+fn pct_bin() -> PathBuf {
+    let p = shim_dir().join("pct");
+    assert!(
+        p.is_file(),
+        "{} missing: cargo build --release -p pve-double",
+        p.display()
+    );
+    p
+}
+
+/// A private containerd whose default backend is pct, with its own double root and VMIDs.
+struct Pve {
+    env: Option<TestEnv>,
+    root: PathBuf,
+    lo: u32,
+    hi: u32,
+}
+
+impl Pve {
+    fn new(lo: u32, hi: u32) -> Pve {
+        Self::with(lo, hi, "", true)
+    }
+
+    /// `config = false`: no config file at all (defaults), the backend chosen by annotation.
+    fn with(lo: u32, hi: u32, extra: &str, config: bool) -> Pve {
+        let root = tempfile::Builder::new()
+            .prefix("pvr-")
+            .tempdir_in("/tmp")
+            .expect("double root")
+            .keep();
+        let mut b = TestEnv::builder().env("PVE_DOUBLE_ROOT", &root);
+        if config {
+            let cfg = root.join("pvelxc.toml");
+            fs::write(
+                &cfg,
+                format!(
+                    "backend = \"pct\"\n[pct]\nvmid_min = {lo}\nvmid_max = {hi}\n\
+                     init_path = {init:?}\ntemplate_dir = {tpl:?}\ntimeout_secs = 60\n{extra}",
+                    init = static_init().display().to_string(),
+                    tpl = root
+                        .join("storage/local/template/cache")
+                        .display()
+                        .to_string(),
+                ),
+            )
+            .expect("write config");
+            b = b.env("PVELXC_CONFIG", &cfg);
+        } else {
+            // No config: the static init must sit next to the shim binary, so run a copy of
+            // the shim from a private directory first on PATH.
+            let dir = root.join("bin");
+            fs::create_dir_all(&dir).expect("bin dir");
+            fs::copy(shim_dir().join(SHIM_BINARY), dir.join(SHIM_BINARY)).expect("copy shim");
+            fs::copy(static_init(), dir.join("pvelxc-init")).expect("copy init");
+            let mut path = dir.into_os_string();
+            path.push(":");
+            path.push(shim_dir());
+            path.push(":");
+            path.push(std::env::var_os("PATH").unwrap_or_default());
+            b = b
+                .env("PATH", path)
+                .env("PVELXC_CONFIG", "/nonexistent/pvelxc.toml");
+        }
+        Pve {
+            env: Some(b.start()),
+            root,
+            lo,
+            hi,
+        }
+    }
+
+    fn env(&self) -> &TestEnv {
+        self.env.as_ref().expect("env")
+    }
+
+    fn pct(&self, args: &[&str]) -> Output {
+        let mut c = Command::new(pct_bin());
+        c.args(args).env("PVE_DOUBLE_ROOT", &self.root);
+        run_cmd(c, None, T)
+    }
+
+    /// VMIDs `pct list` shows.
+    fn list(&self) -> Vec<u32> {
+        stdout(&self.pct(&["list"]))
+            .lines()
+            .skip(1)
+            .filter_map(|l| l.split_whitespace().next()?.parse().ok())
+            .collect()
+    }
+
+    fn calls(&self) -> Vec<Vec<String>> {
+        fs::read_to_string(self.root.join("calls.log"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).ok()?;
+                Some(
+                    v.get("argv")?
+                        .as_array()?
+                        .iter()
+                        .filter_map(|a| a.as_str().map(str::to_string))
+                        .collect(),
+                )
+            })
+            .collect()
+    }
+
+    fn state_dirs(&self) -> Vec<u32> {
+        fs::read_dir(STATE_DIR)
+            .map(|rd| {
+                rd.flatten()
+                    .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+                    .filter(|v| (self.lo..=self.hi).contains(v))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn reservations(&self) -> Vec<u32> {
+        fs::read_to_string(Path::new(STATE_DIR).join("vmid.reservations"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.split_whitespace().next()?.parse::<u32>().ok())
+            .filter(|v| (self.lo..=self.hi).contains(v))
+            .collect()
+    }
+
+    /// No CT, no per-container dir, no reserved VMID, no volume left.
+    fn assert_clean(&self) {
+        wait_until("no CT, D dir or reservation left", T, || {
+            (self.list().is_empty()
+                && self.state_dirs().is_empty()
+                && self.reservations().is_empty())
+            .then_some(())
+        });
+        let vols: Vec<_> = fs::read_dir(self.root.join("storage/local-lvm"))
+            .map(|rd| rd.flatten().map(|e| e.file_name()).collect())
+            .unwrap_or_default();
+        assert!(vols.is_empty(), "volumes left: {vols:?}");
+    }
+}
+
+impl Drop for Pve {
+    fn drop(&mut self) {
+        drop(self.env.take());
+        for v in self.list() {
+            let s = v.to_string();
+            let _ = self.pct(&["destroy", &s, "--force", "1", "--purge", "1"]);
+        }
+        for v in self.state_dirs() {
+            let _ = fs::remove_dir_all(Path::new(STATE_DIR).join(v.to_string()));
+        }
+        if std::env::var_os("PVELXC_TEST_KEEP").is_none() {
+            let _ = fs::remove_dir_all(&self.root);
+        }
+    }
+}
+
+fn assert_hello_err_3(what: &str, out: &Output) {
+    assert_eq!(exit_code(out), 3, "{what}: exit code\n{}", describe(out));
+    assert_eq!(stdout(out), "hello\n", "{what}: stdout\n{}", describe(out));
+    assert!(
+        stderr(out).contains("err"),
+        "{what}: stderr\n{}",
+        describe(out)
+    );
+}
+
+fn vmid_of(p: &Pve, name: &str) -> u32 {
+    let out = stdout(&p.pct(&["list"]));
+    out.lines()
+        .find(|l| l.split_whitespace().last() == Some(name))
+        .and_then(|l| l.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no CT named {name} in pct list:\n{out}"))
+}
+
+// ------------------------------------------------------------------------------------------
+
+#[test]
+fn no_config_annotation_run_and_pod_refused() {
+    // Defaults (VMIDs 100000..199999): one container at a time.
+    let p = Pve::with(100_000, 199_999, "", false);
+    let env = p.env();
+    let out = env.run_rootfs(
+        "noconf",
+        &["--annotation", "io.pvelxc.backend=pct"],
+        &["/bin/sh", "-c", SCRIPT],
+    );
+    assert_hello_err_3("pct, no config", &out);
+    let creates = p
+        .calls()
+        .iter()
+        .filter(|c| c.get(1).map(String::as_str) == Some("create"))
+        .count();
+    assert_eq!(creates, 1, "one pct create: {:?}", p.calls());
+
+    let out = env.run_rootfs(
+        "podc",
+        &[
+            "--annotation",
+            "io.pvelxc.backend=pct",
+            "--annotation",
+            "io.kubernetes.cri.container-type=sandbox",
+        ],
+        &["/bin/true"],
+    );
+    assert!(
+        !out.status.success(),
+        "a pod sandbox must fail\n{}",
+        describe(&out)
+    );
+    let e = stderr(&out);
+    assert!(e.contains("pct") && e.contains("pod"), "{}", describe(&out));
+    p.assert_clean();
+}
+
+#[test]
+fn run_rootfs_image_null_io_and_template_reuse() {
+    let p = Pve::new(300_000, 300_019);
+    let env = p.env();
+    let out = env.run_rootfs("r1", &[], &["/bin/sh", "-c", SCRIPT]);
+    assert_hello_err_3("run --rootfs", &out);
+    let per_run = p.calls().len();
+    assert!(
+        per_run <= 4,
+        "pct/pvesh calls per run->exit->delete: {:?}",
+        p.calls()
+    );
+
+    let out = env.run_image("img1", &[], &["/bin/sh", "-c", SCRIPT]);
+    assert_hello_err_3("run image", &out);
+    let tdir = p.root.join("storage/local/template/cache");
+    let tpls: Vec<PathBuf> = fs::read_dir(&tdir)
+        .expect("template dir")
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().map(|e| e == "tar").unwrap_or(false))
+        .collect();
+    assert_eq!(tpls.len(), 2, "one template per rootfs: {tpls:?}");
+    let mtimes = |v: &[PathBuf]| -> Vec<_> {
+        v.iter()
+            .map(|p| fs::metadata(p).and_then(|m| m.modified()).expect("mtime"))
+            .collect()
+    };
+    let before = mtimes(&tpls);
+
+    let out = env.run_image("img2", &["--null-io"], &["/bin/sh", "-c", SCRIPT]);
+    assert_eq!(exit_code(&out), 3, "--null-io\n{}", describe(&out));
+    assert!(!stdout(&out).contains("hello"), "{}", describe(&out));
+    let out = env.run_image("img3", &[], &["/bin/sh", "-c", "echo again"]);
+    assert_eq!(stdout(&out), "again\n", "{}", describe(&out));
+
+    // The image was packed once: same template for img1..3, never rewritten.
+    assert_eq!(before, mtimes(&tpls), "a template was re-packed");
+    let creates: Vec<String> = p
+        .calls()
+        .into_iter()
+        .filter(|c| c.get(1).map(String::as_str) == Some("create"))
+        .filter_map(|c| c.get(3).cloned())
+        .collect();
+    assert_eq!(creates.len(), 4, "{creates:?}");
+    assert!(
+        creates[1] == creates[2] && creates[2] == creates[3] && creates[0] != creates[1],
+        "image containers must share one template, the rootfs another: {creates:?}"
+    );
+    let n = fs::read_dir(&tdir)
+        .expect("template dir")
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".tar"))
+        .count();
+    assert_eq!(n, 2, "no extra templates");
+    p.assert_clean();
+}
+
+#[test]
+fn detached_exec_ps_pause_resume_metrics_kill_and_pct_list() {
+    let p = Pve::new(300_020, 300_039);
+    let env = p.env();
+    let (_r, pid) = env.run_rootfs_detached("det1", &[], &["/bin/sleep", "1000"]);
+    assert!(pid > 0 && pid_alive(pid));
+    let vmid = vmid_of(&p, "det1");
+    assert!(
+        (p.lo..=p.hi).contains(&vmid),
+        "VMID {vmid} outside the range"
+    );
+    let conf = stdout(&p.pct(&["config", &vmid.to_string()]));
+    assert!(
+        conf.contains("ostype: unmanaged") && conf.contains("unprivileged: 1"),
+        "{conf}"
+    );
+    assert!(
+        conf.contains("container id: det1") && conf.contains("tags: "),
+        "{conf}"
+    );
+
+    let out = env.ctr_stdin(
+        b"x\n",
+        &[
+            "task",
+            "exec",
+            "--exec-id",
+            "e1",
+            "det1",
+            "/bin/sh",
+            "-c",
+            "cat; exit 5",
+        ],
+    );
+    assert_eq!(exit_code(&out), 5, "exec exit code\n{}", describe(&out));
+    assert_eq!(stdout(&out), "x\n", "{}", describe(&out));
+    let out = env.ctr(&[
+        "task",
+        "exec",
+        "--exec-id",
+        "e2",
+        "det1",
+        "/bin/sh",
+        "-c",
+        "echo out; echo err >&2; id -u",
+    ]);
+    assert_eq!(exit_code(&out), 0, "{}", describe(&out));
+    assert_eq!(stdout(&out), "out\n0\n", "{}", describe(&out));
+    assert!(stderr(&out).contains("err"), "{}", describe(&out));
+
+    // kill of an exec reaches the process
+    let mut ex = env.ctr_spawn(&[
+        "task",
+        "exec",
+        "--exec-id",
+        "e3",
+        "det1",
+        "/bin/sh",
+        "-c",
+        "trap 'exit 9' TERM; echo up; while true; do sleep 0.1; done",
+    ]);
+    ex.wait_stdout_contains("up", T);
+    env.ctr_ok(&["task", "kill", "--exec-id", "e3", "-s", "SIGTERM", "det1"]);
+    let out = ex.finish(T);
+    assert_eq!(exit_code(&out), 9, "exec TERM trap\n{}", describe(&out));
+
+    let ps = env.ctr_ok(&["task", "ps", "det1"]);
+    let pids: Vec<u32> = stdout(&ps)
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().next()?.parse().ok())
+        .collect();
+    assert!(!pids.is_empty(), "ps: {}", stdout(&ps));
+    assert!(
+        pids.iter().all(|p| pid_alive(*p)),
+        "ps lists host pids: {pids:?}"
+    );
+
+    env.ctr_ok(&["task", "pause", "det1"]);
+    env.wait_task_status("det1", "PAUSED", T);
+    env.ctr_ok(&["task", "resume", "det1"]);
+    env.wait_task_status("det1", "RUNNING", T);
+
+    let m = stdout(&env.ctr_ok(&["task", "metrics", "det1"]));
+    assert!(
+        m.lines()
+            .any(|l| l.starts_with("memory.usage_in_bytes") || l.starts_with("memory.usage")),
+        "{m}"
+    );
+
+    assert!(
+        p.list().contains(&vmid),
+        "pct list must show the CT while it runs"
+    );
+    env.ctr_ok(&["task", "kill", "-s", "SIGKILL", "det1"]);
+    env.wait_task_status("det1", "STOPPED", T);
+    assert_eq!(env.task_rm_exit_code("det1"), 137);
+    env.ctr_ok(&["containers", "rm", "det1"]);
+    p.assert_clean();
+}
+
+#[test]
+fn term_trap_and_admin_stop_shutdown() {
+    let p = Pve::new(300_040, 300_059);
+    let env = p.env();
+    let rootfs = env.rootfs().display().to_string();
+    let rt = runtime();
+    let spawn = |id: &str| {
+        env.ctr_spawn(&[
+            "run",
+            "--rm",
+            "--runtime",
+            &rt,
+            "--env",
+            CONTAINER_PATH,
+            "--rootfs",
+            &rootfs,
+            id,
+            "/bin/sh",
+            "-c",
+            "trap 'exit 7' TERM; echo ready; while true; do sleep 0.1; done",
+        ])
+    };
+    let mut run = spawn("trap1");
+    run.wait_stdout_contains("ready", T);
+    env.ctr_ok(&["task", "kill", "-s", "SIGTERM", "trap1"]);
+    let out = run.finish(T);
+    assert_eq!(exit_code(&out), 7, "TERM trap\n{}", describe(&out));
+
+    // An admin's `pct shutdown` = SIGTERM to the process.
+    let mut run = spawn("trap2");
+    run.wait_stdout_contains("ready", T);
+    let v = vmid_of(&p, "trap2").to_string();
+    let o = p.pct(&["shutdown", &v, "--timeout", "20"]);
+    assert!(o.status.success(), "{}", describe(&o));
+    let out = run.finish(T);
+    assert_eq!(exit_code(&out), 7, "pct shutdown\n{}", describe(&out));
+
+    // An admin's `pct stop` kills the CT: 137.
+    env.run_rootfs_detached("stopme", &[], &["/bin/sleep", "1000"]);
+    let v = vmid_of(&p, "stopme").to_string();
+    let o = p.pct(&["stop", &v]);
+    assert!(o.status.success(), "{}", describe(&o));
+    env.wait_task_status("stopme", "STOPPED", T);
+    assert_eq!(env.task_rm_exit_code("stopme"), 137);
+    env.ctr_ok(&["containers", "rm", "stopme"]);
+    p.assert_clean();
+}
+
+fn pts_line(out: &str) -> bool {
+    out.lines().any(|l| l.trim().starts_with("/dev/pts/"))
+}
+
+#[test]
+fn tty_run_exec_and_resize() {
+    let p = Pve::new(300_060, 300_079);
+    let env = p.env();
+    let rt = runtime();
+    let rootfs = env.rootfs().display().to_string();
+    let cmd = env.ctr_command(&[
+        "run",
+        "--rm",
+        "-t",
+        "--runtime",
+        &rt,
+        "--env",
+        CONTAINER_PATH,
+        "--rootfs",
+        &rootfs,
+        "tty1",
+        "/bin/sh",
+        "-c",
+        "tty; exit 4",
+    ]);
+    let (code, out) = run_in_pty(cmd, 24, 80, T);
+    assert_eq!(code, 4, "run -t exit code; {out:?}");
+    assert!(pts_line(&out), "{out:?}");
+
+    let rootfs = env.rootfs().display().to_string();
+    let script = "n=0; while [ $n -lt 200 ]; do s=$(stty size 2>/dev/null); \
+                  case \"$s\" in ''|'0 0') sleep 0.05; n=$((n+1));; *) break;; esac; done; \
+                  echo \"size=$s\"; \
+                  n=0; while [ \"$(stty size 2>/dev/null)\" != '50 100' ] && [ $n -lt 400 ]; do sleep 0.05; n=$((n+1)); done; \
+                  echo \"resized=$(stty size)\"";
+    let cmd = env.ctr_command(&[
+        "run",
+        "--rm",
+        "-t",
+        "--runtime",
+        &rt,
+        "--env",
+        CONTAINER_PATH,
+        "--rootfs",
+        &rootfs,
+        "tty2",
+        "/bin/sh",
+        "-c",
+        script,
+    ]);
+    let mut pty = PtySession::spawn(cmd, 37, 123);
+    pty.wait_output_contains("size=", T);
+    assert!(pty.output().contains("size=37 123"), "{:?}", pty.output());
+    pty.set_size(50, 100);
+    let (code, out) = pty.finish(T);
+    assert_eq!(code, 0, "{out:?}");
+    assert!(out.contains("resized=50 100"), "{out:?}");
+
+    env.run_rootfs_detached("ttyd", &[], &["/bin/sleep", "1000"]);
+    let cmd = env.ctr_command(&[
+        "task",
+        "exec",
+        "-t",
+        "--exec-id",
+        "te1",
+        "ttyd",
+        "/bin/sh",
+        "-c",
+        "tty; stty size; exit 4",
+    ]);
+    let (code, out) = run_in_pty(cmd, 33, 99, T);
+    assert_eq!(code, 4, "exec -t exit code; {out:?}");
+    assert!(pts_line(&out), "{out:?}");
+    assert!(out.contains("33 99"), "exec -t window size; {out:?}");
+    env.ctr_ok(&["task", "kill", "-s", "SIGKILL", "ttyd"]);
+    env.wait_task_status("ttyd", "STOPPED", T);
+    env.ctr_ok(&["task", "rm", "ttyd"]);
+    env.ctr_ok(&["containers", "rm", "ttyd"]);
+    p.assert_clean();
+}
+
+#[test]
+fn events_in_order() {
+    let p = Pve::new(300_080, 300_099);
+    let env = p.env();
+    let ev = env.events();
+    env.run_rootfs_detached("ev1", &[], &["/bin/sleep", "1000"]);
+    let out = env.ctr(&["task", "exec", "--exec-id", "x1", "ev1", "/bin/true"]);
+    assert_eq!(exit_code(&out), 0, "{}", describe(&out));
+    env.ctr_ok(&["task", "pause", "ev1"]);
+    env.wait_task_status("ev1", "PAUSED", T);
+    env.ctr_ok(&["task", "resume", "ev1"]);
+    env.wait_task_status("ev1", "RUNNING", T);
+    env.ctr_ok(&["task", "kill", "-s", "SIGKILL", "ev1"]);
+    env.wait_task_status("ev1", "STOPPED", T);
+    env.ctr_ok(&["task", "rm", "ev1"]);
+    env.ctr_ok(&["containers", "rm", "ev1"]);
+    ev.assert_order(
+        &[
+            "/tasks/create",
+            "/tasks/start",
+            "/tasks/exec-added",
+            "/tasks/exec-started",
+            "/tasks/paused",
+            "/tasks/resumed",
+            "/tasks/exit",
+            "/tasks/delete",
+        ],
+        "ev1",
+        T,
+    );
+    let exit = ev
+        .events()
+        .into_iter()
+        .find(|e| e.topic == "/tasks/exit" && e.payload.contains("\"id\":\"ev1\""))
+        .unwrap_or_else(|| panic!("no init exit: {:#?}", ev.topics()));
+    assert!(
+        exit.payload.contains("\"exit_status\":137"),
+        "{}",
+        exit.payload
+    );
+    p.assert_clean();
+}
+
+#[test]
+fn parallel_creates_get_distinct_vmids() {
+    const N: usize = 50;
+    let p = Pve::new(300_100, 300_199);
+    let env = p.env();
+    let rootfs = env.rootfs().display().to_string();
+    let rt = runtime();
+    let start = Instant::now();
+    std::thread::scope(|s| {
+        let hs: Vec<_> = (0..N)
+            .map(|i| {
+                let (rootfs, rt) = (rootfs.clone(), rt.clone());
+                s.spawn(move || {
+                    let id = format!("par{i}");
+                    let out = run_cmd(
+                        env.ctr_command(&[
+                            "run",
+                            "-d",
+                            "--null-io",
+                            "--runtime",
+                            &rt,
+                            "--env",
+                            CONTAINER_PATH,
+                            "--rootfs",
+                            &rootfs,
+                            &id,
+                            "/bin/sleep",
+                            "1000",
+                        ]),
+                        None,
+                        Duration::from_secs(300),
+                    );
+                    assert!(out.status.success(), "{id}: {}", describe(&out));
+                })
+            })
+            .collect();
+        for h in hs {
+            h.join().expect("thread");
+        }
+    });
+    eprintln!("{N} parallel creates took {:?}", start.elapsed());
+    let mut vmids = p.list();
+    vmids.sort_unstable();
+    vmids.dedup();
+    assert_eq!(vmids.len(), N, "distinct VMIDs: {vmids:?}");
+    assert!(vmids.iter().all(|v| (p.lo..=p.hi).contains(v)));
+    for i in 0..N {
+        env.wait_task_status(&format!("par{i}"), "RUNNING", T);
+    }
+    std::thread::scope(|s| {
+        for chunk in (0..N).collect::<Vec<_>>().chunks(10) {
+            let chunk = chunk.to_vec();
+            s.spawn(move || {
+                for i in chunk {
+                    let id = format!("par{i}");
+                    let out = run_cmd(
+                        env.ctr_command(&["task", "rm", "-f", &id]),
+                        None,
+                        Duration::from_secs(120),
+                    );
+                    assert!(out.status.success(), "{}", describe(&out));
+                    env.ctr_ok(&["containers", "rm", &id]);
+                }
+            });
+        }
+    });
+    p.assert_clean();
+}
+
+#[test]
+fn faults_give_clear_errors_or_retries_and_leave_nothing() {
+    let p = Pve::new(300_200, 300_219);
+    let env = p.env();
+    let faults = p.root.join("faults");
+    let check = |id: &str, fault: &str, want: &str| {
+        fs::write(&faults, format!("{fault}\n")).expect("faults");
+        let out = env.run_rootfs(id, &[], &["/bin/true"]);
+        assert!(
+            !out.status.success(),
+            "{fault}: must fail\n{}",
+            describe(&out)
+        );
+        assert!(
+            stderr(&out).contains(want),
+            "{fault}: error must say {want:?}\n{}",
+            describe(&out)
+        );
+        let _ = env.ctr(&["containers", "rm", id]);
+        p.assert_clean();
+    };
+    check(
+        "f1",
+        "fail create TASK ERROR: storage is full",
+        "storage is full",
+    );
+    check("f2", "fail start boom at start", "boom at start");
+    check("f3", "lock-timeout * 100", "got timeout");
+
+    // "already exists" races and a single lock timeout are retried.
+    fs::write(&faults, format!("create-exists {}\n", p.lo)).expect("faults");
+    let out = env.run_rootfs("f4", &[], &["/bin/sh", "-c", SCRIPT]);
+    assert_hello_err_3("create-exists retried", &out);
+    fs::write(&faults, "delay create 300\n").expect("faults");
+    let out = env.run_rootfs("f5", &[], &["/bin/sh", "-c", SCRIPT]);
+    assert_hello_err_3("slow pct", &out);
+    fs::write(&faults, "").expect("faults");
+    p.assert_clean();
+}
+
+#[test]
+fn shim_sigkill_then_rm_destroys_the_ct() {
+    let p = Pve::new(300_220, 300_239);
+    let env = p.env();
+    env.run_rootfs_detached("shimdie", &[], &["/bin/sleep", "1000"]);
+    let vmid = vmid_of(&p, "shimdie");
+    let shims = env.shim_pids();
+    assert_eq!(shims.len(), 1, "{shims:?}");
+    kill_pid(shims[0]);
+    wait_until("shim to die", T, || (!pid_alive(shims[0])).then_some(()));
+    let out = env.ctr(&["task", "rm", "-f", "shimdie"]);
+    if !out.status.success() {
+        assert!(stderr(&out).contains("not found"), "{}", describe(&out));
+    }
+    env.ctr_ok(&["containers", "rm", "shimdie"]);
+    wait_until("the CT to be destroyed", T, || {
+        (!p.list().contains(&vmid)).then_some(())
+    });
+    p.assert_clean();
+}
