@@ -89,11 +89,11 @@ pub fn last_log_msg(text: &str) -> Option<String> {
 fn classify(sub: &str, msg: &str) -> Error {
     let lower = msg.to_lowercase();
     let text = format!("{sub}: {msg}");
-    if lower.contains("does not exist") || lower.contains("not found") || lower.contains("no such")
-    {
-        if sub == "kill" || sub == "delete" || sub == "state" || sub == "ps" {
-            return Error::NotFound(text);
-        }
+    let missing = lower.contains("does not exist")
+        || lower.contains("not found")
+        || lower.contains("no such");
+    if missing && matches!(sub, "kill" | "delete" | "state" | "ps") {
+        return Error::NotFound(text);
     }
     if lower.contains("not running") || lower.contains("is stopped") || lower.contains("not paused")
     {
