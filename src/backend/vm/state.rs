@@ -47,14 +47,17 @@ pub fn alive(pid: u32) -> bool {
     }
 }
 
-/// True when `pid` is a live QEMU whose command line names `dir` (so a reused pid is never hit).
+/// True when `pid` is alive and its command line names a path inside `dir` (QEMU's sockets and
+/// logs live there), so a reused pid is never hit.
 pub fn is_our_qemu(pid: u32, dir: &Path) -> bool {
     if pid == 0 || !alive(pid) {
         return false;
     }
     let cl = cmdline(pid);
-    let needle = dir.as_os_str().as_encoded_bytes();
-    !needle.is_empty() && cl.windows(needle.len()).any(|w| w == needle)
+    // With the trailing slash, so `<ns>/c1` never matches `<ns>/c10`.
+    let mut needle = dir.as_os_str().as_encoded_bytes().to_vec();
+    needle.push(b'/');
+    needle.len() > 1 && cl.windows(needle.len()).any(|w| w == needle.as_slice())
 }
 
 /// SIGKILL the QEMU at `pid` if it is ours (see [`is_our_qemu`]) and wait (bounded) until it is
@@ -90,13 +93,18 @@ pub fn qemus_using(dir: &Path) -> Vec<u32> {
         .collect()
 }
 
-/// Remove the state dir (idempotent).
+/// Remove the state dir, and its parent when that is now empty (idempotent).
 pub fn remove_dir(dir: &Path) -> Result<()> {
     match std::fs::remove_dir_all(dir) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(Error::io(format!("remove {}", dir.display()), e)),
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(Error::io(format!("remove {}", dir.display()), e)),
     }
+    // The per-namespace (or `h`) parent, once empty; never the configured base above it.
+    if let Some(parent) = dir.parent() {
+        let _ = std::fs::remove_dir(parent);
+    }
+    Ok(())
 }
 
 #[cfg(test)]
