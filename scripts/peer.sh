@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# containerd 1.6.20's own integration/client suite (../shared/peer) against our shim, on the crun
+# path (default config) and, when the pct backend is available, on the pct path (PVELXC_CONFIG
+# with backend = "pct" and the Proxmox double on PATH). Fails when a path passes fewer tests
+# than its floor: crun >= 89 (everything the stock shim passes here), pct >= the count recorded
+# in the README (PEER_PCT_FLOOR).
+# usage: scripts/peer.sh [crun|pct|all]   (default all)
+set -euo pipefail
+REPO_ROOT=$(cd "$(dirname "$0")/.." && pwd)
+PEER=${PEER_LIB:-$REPO_ROOT/../shared/peer}
+WHAT=${1:-all}
+CRUN_FLOOR=${PEER_CRUN_FLOOR:-89}
+PCT_FLOOR=${PEER_PCT_FLOOR:-0}
+[ -x "$PEER/run.sh" ] || { echo "peer harness not found at $PEER" >&2; exit 1; }
+
+SHIM_DIR=$(mktemp -d /tmp/peer-shim-XXXXXX)
+trap 'rm -rf "$SHIM_DIR"' EXIT
+cp "$REPO_ROOT/target/release/containerd-shim-pvelxc-v2" "$SHIM_DIR/"
+
+"$PEER/build.sh"
+
+# run_suite LABEL: runs the suite (retrying only when the harness itself failed to come up) and
+# prints the summary; sets PASSED.
+run_suite() {
+    local label=$1 out last try
+    for try in 1 2 3; do
+        out=$(mktemp)
+        "$PEER/run.sh" io.containerd.pvelxc.v2 "$SHIM_DIR" | tee "$out" | tail -n 40
+        last=$(tail -n 1 "$out")
+        rm -f "$out"
+        case $last in
+            "harness error:"*) echo "peer[$label]: harness did not come up (try $try): $last" ;;
+            *) break ;;
+        esac
+    done
+    PASSED=$(echo "$last" | sed -n 's/^\([0-9]\+\) passed.*/\1/p')
+    [ -n "$PASSED" ] || { echo "peer[$label]: no summary line: $last" >&2; exit 1; }
+    echo "peer[$label]: $last"
+}
+
+if [ "$WHAT" = crun ] || [ "$WHAT" = all ]; then
+    run_suite crun
+    [ "$PASSED" -ge "$CRUN_FLOOR" ] || { echo "peer[crun]: $PASSED passed < floor $CRUN_FLOOR" >&2; exit 1; }
+fi
+
+if [ "$WHAT" = pct ] || [ "$WHAT" = all ]; then
+    if [ ! -x "$REPO_ROOT/target/release/pct" ]; then
+        echo "peer[pct]: the Proxmox double is not built (cargo build --release -p pve-double)" >&2
+        exit 1
+    fi
+    PCT_ROOT=$(mktemp -d /tmp/peer-pve-XXXXXX)
+    cfg=$PCT_ROOT/pvelxc.toml
+    printf 'backend = "pct"\n[pct]\nvmid_min = 700000\nvmid_max = 709999\n' >"$cfg"
+    cp "$REPO_ROOT/target/release/pct" "$REPO_ROOT/target/release/pvesh" "$SHIM_DIR/"
+    [ -x "$REPO_ROOT/target/release/pvelxc-init" ] && cp "$REPO_ROOT/target/release/pvelxc-init" "$SHIM_DIR/"
+    PVELXC_CONFIG=$cfg PVE_DOUBLE_ROOT=$PCT_ROOT run_suite pct
+    for ct in $(PVE_DOUBLE_ROOT=$PCT_ROOT "$SHIM_DIR/pct" list 2>/dev/null | awk 'NR>1{print $1}'); do
+        PVE_DOUBLE_ROOT=$PCT_ROOT "$SHIM_DIR/pct" destroy "$ct" --force 1 --purge 1 >/dev/null 2>&1 || true
+    done
+    rm -rf "$PCT_ROOT"
+    [ "$PASSED" -ge "$PCT_FLOOR" ] || { echo "peer[pct]: $PASSED passed < floor $PCT_FLOOR" >&2; exit 1; }
+fi
