@@ -351,6 +351,40 @@ fn vm_detached_exec_ps_pause_metrics_kill_delete() {
 }
 
 #[test]
+fn vm_shim_sigkill_then_rm_cleans_up() {
+    let Some((_g, env)) = vm_env("vm_shim_sigkill_then_rm_cleans_up") else {
+        return;
+    };
+    let pid = env.run_image_detached("vmdie", &["--annotation", VM], &["/bin/sleep", "1000"]);
+    let dir = state_dir(&env, "vmdie");
+    assert!(dir.is_dir(), "state dir {} must exist", dir.display());
+    let shims = env.shim_pids();
+    assert_eq!(shims.len(), 1, "one shim expected: {shims:?}");
+    kill_pid(shims[0]);
+    wait_until("shim to die", T, || (!pid_alive(shims[0])).then_some(()));
+    let out = env.ctr(&["task", "rm", "-f", "vmdie"]);
+    if !out.status.success() {
+        assert!(
+            stderr(&out).contains("not found"),
+            "task rm -f after shim death\n{}",
+            describe(&out)
+        );
+    }
+    env.ctr_ok(&["containers", "rm", "vmdie"]);
+    // The shim's `delete` action kills QEMU (checked by its command line) and removes the dir.
+    wait_until("QEMU to be gone after shim death", T, || {
+        (!pid_alive(pid)).then_some(())
+    });
+    wait_until("state dir to be removed", T, || {
+        (!dir.exists()).then_some(())
+    });
+    wait_until("no mount left under containerd root/state", T, || {
+        env.leftover_mounts().is_empty().then_some(())
+    });
+    assert_no_vm_left(&env, "vmdie");
+}
+
+#[test]
 fn vm_tty_run() {
     let Some((_g, env)) = vm_env("vm_tty_run") else {
         return;
