@@ -90,9 +90,7 @@ impl Pve {
             path.push(shim_dir());
             path.push(":");
             path.push(std::env::var_os("PATH").unwrap_or_default());
-            b = b
-                .env("PATH", path)
-                .env("PVELXC_CONFIG", "/nonexistent/pvelxc.toml");
+            b = b.env("PATH", path);
         }
         Pve {
             env: Some(b.start()),
@@ -322,7 +320,7 @@ fn detached_exec_ps_pause_resume_metrics_kill_and_pct_list() {
         "{conf}"
     );
     assert!(
-        conf.contains("container id: det1") && conf.contains("tags: "),
+        conf.contains("container id%3A det1") && conf.contains("tags: "),
         "{conf}"
     );
 
@@ -586,39 +584,45 @@ fn parallel_creates_get_distinct_vmids() {
     let rootfs = env.rootfs().display().to_string();
     let rt = runtime();
     let start = Instant::now();
-    std::thread::scope(|s| {
-        let hs: Vec<_> = (0..N)
-            .map(|i| {
-                let (rootfs, rt) = (rootfs.clone(), rt.clone());
+    let runs: Vec<(String, Command)> = (0..N)
+        .map(|i| {
+            let id = format!("par{i}");
+            let cmd = env.ctr_command(&[
+                "run",
+                "-d",
+                "--null-io",
+                "--runtime",
+                &rt,
+                "--env",
+                CONTAINER_PATH,
+                "--rootfs",
+                &rootfs,
+                &id,
+                "/bin/sleep",
+                "1000",
+            ]);
+            (id, cmd)
+        })
+        .collect();
+    let failures: Vec<String> = std::thread::scope(|s| {
+        let hs: Vec<_> = runs
+            .into_iter()
+            .map(|(id, cmd)| {
                 s.spawn(move || {
-                    let id = format!("par{i}");
-                    let out = run_cmd(
-                        env.ctr_command(&[
-                            "run",
-                            "-d",
-                            "--null-io",
-                            "--runtime",
-                            &rt,
-                            "--env",
-                            CONTAINER_PATH,
-                            "--rootfs",
-                            &rootfs,
-                            &id,
-                            "/bin/sleep",
-                            "1000",
-                        ]),
-                        None,
-                        Duration::from_secs(300),
-                    );
-                    assert!(out.status.success(), "{id}: {}", describe(&out));
+                    let out = run_cmd(cmd, None, Duration::from_secs(300));
+                    (!out.status.success()).then(|| format!("{id}: {}", describe(&out)))
                 })
             })
             .collect();
-        for h in hs {
-            h.join().expect("thread");
-        }
+        hs.into_iter()
+            .filter_map(|h| h.join().expect("thread"))
+            .collect()
     });
     eprintln!("{N} parallel creates took {:?}", start.elapsed());
+    assert!(
+        failures.is_empty(),
+        "parallel creates failed: {failures:#?}"
+    );
     let mut vmids = p.list();
     vmids.sort_unstable();
     vmids.dedup();
@@ -627,23 +631,39 @@ fn parallel_creates_get_distinct_vmids() {
     for i in 0..N {
         env.wait_task_status(&format!("par{i}"), "RUNNING", T);
     }
-    std::thread::scope(|s| {
-        for chunk in (0..N).collect::<Vec<_>>().chunks(10) {
-            let chunk = chunk.to_vec();
-            s.spawn(move || {
-                for i in chunk {
+    let rms: Vec<Vec<Command>> = (0..N)
+        .collect::<Vec<_>>()
+        .chunks(10)
+        .map(|c| {
+            c.iter()
+                .flat_map(|i| {
                     let id = format!("par{i}");
-                    let out = run_cmd(
+                    [
                         env.ctr_command(&["task", "rm", "-f", &id]),
-                        None,
-                        Duration::from_secs(120),
-                    );
-                    assert!(out.status.success(), "{}", describe(&out));
-                    env.ctr_ok(&["containers", "rm", &id]);
-                }
-            });
-        }
+                        env.ctr_command(&["containers", "rm", &id]),
+                    ]
+                })
+                .collect()
+        })
+        .collect();
+    let failures: Vec<String> = std::thread::scope(|s| {
+        let hs: Vec<_> = rms
+            .into_iter()
+            .map(|cmds| {
+                s.spawn(move || {
+                    cmds.into_iter()
+                        .map(|c| run_cmd(c, None, Duration::from_secs(120)))
+                        .filter(|o| !o.status.success())
+                        .map(|o| describe(&o))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        hs.into_iter()
+            .flat_map(|h| h.join().expect("thread"))
+            .collect()
     });
+    assert!(failures.is_empty(), "removal failed: {failures:#?}");
     p.assert_clean();
 }
 

@@ -433,8 +433,9 @@ impl Init {
     /// Deliver a signal to the process (or all processes of the CT).
     fn deliver(&mut self, sig: libc::c_int, all: bool, from_kernel: bool) {
         // `pct shutdown` sends lxc.signal.halt (SIGPWR) to init: the application
-        // should see SIGTERM, as with `docker stop`.
-        let sig = if from_kernel && sig == libc::SIGPWR {
+        // should see SIGTERM, as with `docker stop`. LXC 5 sends SIGRTMIN+3 (systemd's halt)
+        // instead when init blocks that signal, which this init does (signalfd).
+        let sig = if from_kernel && (sig == libc::SIGPWR || sig == libc::SIGRTMIN() + 3) {
             libc::SIGTERM
         } else {
             sig

@@ -76,19 +76,27 @@ fn release(alloc: &Allocator, vmid: Vmid) {
     }
 }
 
-/// Destroy a CT and everything the shim made for it. Idempotent.
+/// Destroy a CT and everything the shim made for it. Idempotent. A CT that is still
+/// stopping (its init just exited, an admin's shutdown) can make `destroy --force` fail
+/// transiently: retry a few times.
 pub async fn destroy(pct: &Pct, alloc: &Allocator, vmid: Vmid, dir: &Path) -> Result<()> {
-    let res = pct
-        .run(&PctCommand::Destroy {
-            vmid,
-            purge: true,
-            force: true,
-        })
-        .await?;
-    match res {
-        Ok(_) => {}
-        Err(f) if matches!(f.kind, PctError::NoSuchCt) => {}
-        Err(f) => return Err(f.into_error()),
+    let cmd = PctCommand::Destroy {
+        vmid,
+        purge: true,
+        force: true,
+    };
+    let mut attempt = 0u64;
+    loop {
+        attempt += 1;
+        match pct.run(&cmd).await? {
+            Ok(_) => break,
+            Err(f) if matches!(f.kind, PctError::NoSuchCt) => break,
+            Err(f) if attempt < 6 && !matches!(f.kind, PctError::Protected) => {
+                log::debug!("{} (attempt {attempt}); retrying", f.message);
+                tokio::time::sleep(Duration::from_millis(100 * attempt)).await;
+            }
+            Err(f) => return Err(f.into_error()),
+        }
     }
     ctdir::remove(dir)?;
     release(alloc, vmid);
