@@ -91,8 +91,11 @@ fn vm_config() -> &'static PathBuf {
             initramfs.display().to_string(),
             agent.display().to_string(),
         );
-        let cfg = dir.join(format!("config-{}.toml", std::process::id()));
-        fs::write(&cfg, text).expect("write vm config");
+        // Same content from every test process: write atomically to one shared name.
+        let cfg = dir.join("config.toml");
+        let tmp = dir.join(format!(".config-{}.toml", std::process::id()));
+        fs::write(&tmp, text).expect("write vm config");
+        fs::rename(&tmp, &cfg).expect("rename vm config");
         cfg
     })
 }
