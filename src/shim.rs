@@ -19,7 +19,6 @@ pub const GROUP_ANNOTATION: &str = "io.kubernetes.cri.sandbox-id";
 
 pub struct PvelxcShim {
     namespace: String,
-    id: String,
     bundle: PathBuf,
     exit: Arc<ExitSignal>,
 }
@@ -38,7 +37,6 @@ impl Shim for PvelxcShim {
         };
         PvelxcShim {
             namespace: flags.namespace.clone(),
-            id: flags.id.clone(),
             bundle,
             exit: Arc::new(ExitSignal::default()),
         }
@@ -133,10 +131,12 @@ impl Shim for PvelxcShim {
         if let Err(e) = crate::sys::reaper::start() {
             log::error!("cannot watch SIGCHLD: {e}");
         }
-        let _ = &self.id;
+        // Events go through our own ordered forwarder (see service::events).
+        let address = publisher.address.clone();
+        drop(publisher);
         Service::new(
             self.namespace.clone(),
-            Events::new(publisher, self.namespace.clone()),
+            Events::new(address, self.namespace.clone()),
             self.exit.clone(),
         )
     }
