@@ -388,6 +388,23 @@ fn vm_shim_sigkill_then_rm_cleans_up() {
 }
 
 #[test]
+fn vm_oom_event_and_exit_137() {
+    let Some((_g, env)) = vm_env("vm_oom_event_and_exit_137") else {
+        return;
+    };
+    let ev = env.events();
+    // A 32 MiB limit gives the minimum VM (memory_mib); `tail /dev/zero` exhausts it.
+    let out = env.run_rootfs(
+        "vmoom",
+        &["--annotation", VM, "--memory-limit", "33554432"],
+        &["/bin/sh", "-c", "exec tail /dev/zero"],
+    );
+    assert_eq!(exit_code(&out), 137, "OOM-killed task\n{}", describe(&out));
+    ev.wait_for("/tasks/oom", "vmoom", T);
+    assert_no_vm_left(&env, "vmoom");
+}
+
+#[test]
 fn vm_tty_run() {
     let Some((_g, env)) = vm_env("vm_tty_run") else {
         return;

@@ -56,6 +56,7 @@ pub struct Shared {
     pub deleting: AtomicBool,
     /// Agent ids of exec'd processes → guest pids.
     pub execs: Mutex<HashMap<String, u32>>,
+    pub oom: Arc<super::oom::OomWatch>,
 }
 
 pub struct VmInstance {
@@ -68,6 +69,7 @@ pub struct VmInstance {
     pub paused: AtomicBool,
     pub init_guest_pid: AtomicU32,
     pub last_pids: Mutex<Vec<u32>>,
+    pub oom_rx: Mutex<Option<mpsc::UnboundedReceiver<()>>>,
 }
 
 impl Shared {
@@ -108,6 +110,8 @@ impl Shared {
                     137
                 }
             };
+            // An OOM kill shows on the console just before the exit: report it first.
+            self.oom.scan();
             // The container ended: its exec'd processes end with it, as in a pid namespace.
             let ids: Vec<String> = lock(&self.execs).keys().cloned().collect();
             for id in ids {
@@ -332,6 +336,7 @@ impl Instance for VmInstance {
         if self.init_state() == InitState::Created {
             sh.state.send_replace(InitState::Aborted(137));
         }
+        sh.oom.scan();
         if self.paused.swap(false, Ordering::SeqCst) {
             let _ = self.signal_qemu(libc::SIGCONT);
         }
@@ -350,6 +355,6 @@ impl Instance for VmInstance {
     }
 
     fn oom_events(&self) -> Option<mpsc::UnboundedReceiver<()>> {
-        None
+        lock(&self.oom_rx).take()
     }
 }

@@ -14,6 +14,7 @@ mod errors;
 mod instance;
 mod io;
 mod metrics;
+mod oom;
 mod spec;
 mod state;
 
@@ -160,6 +161,7 @@ impl Backend for VmBackend {
                 return Err(undo(e));
             }
         };
+        let (oom, oom_rx) = oom::OomWatch::start(vm.console_log());
         let shared = Arc::new(Shared {
             id: req.id.clone(),
             vm,
@@ -167,6 +169,7 @@ impl Backend for VmBackend {
             state: watch::channel(InitState::Created).0,
             deleting: AtomicBool::new(false),
             execs: Mutex::new(Default::default()),
+            oom,
         });
         let exit = shared.clone().init_exit(QemuGone::new(qemu_pid));
         let inst = VmInstance {
@@ -178,6 +181,7 @@ impl Backend for VmBackend {
             paused: AtomicBool::new(false),
             init_guest_pid: AtomicU32::new(0),
             last_pids: Mutex::new(Vec::new()),
+            oom_rx: Mutex::new(Some(oom_rx)),
         };
         Ok((
             Arc::new(inst),
