@@ -46,7 +46,7 @@ s=\$(date +%s%N)
 "$SHIM_DIR/$tool" "\$@"
 rc=\$?
 e=\$(date +%s%N)
-echo "\$s \$e $tool \$*" >>"$WORK/timing.log"
+echo "\$s \$e $tool \$1 \$2" >>"$WORK/timing.log"
 exit \$rc
 SH
     chmod 755 "$WORK/wrap/$tool"

@@ -25,8 +25,11 @@ pub const KEY_DIR: &str = "dir";
 /// Reservations outlive the CT's creation: released when it is destroyed.
 const RESERVATION_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 
+/// Stateless: everything per container lives in its [`PctInstance`] and bundle record.
 #[derive(Default)]
-pub struct PctBackend;
+pub struct PctBackend {
+    _private: (),
+}
 
 pub fn allocator(cfg: &PctConfig) -> Result<Allocator> {
     let range = VmidRange::new(cfg.vmid_min, cfg.vmid_max)
@@ -266,10 +269,16 @@ impl Backend for PctBackend {
                 None
             }
         });
+        let init_fd = ctl::PidFd::open(host_pid)?;
+        // The CT has stopped when its lxc-start monitor is gone: report the exit after that,
+        // so that the Delete that follows finds a stopped CT (one `pct destroy`).
+        let monitor_fd = ctl::parent_pid(host_pid)
+            .filter(|p| *p > 1)
+            .and_then(|p| ctl::PidFd::open(p).ok());
         let exit_ctl = ctl.clone();
         let exit_dir = dir.clone();
         let exit: crate::backend::ExitFuture = Box::pin(async move {
-            if let Err(e) = ctl::wait_pid_exit(host_pid).await {
+            if let Err(e) = init_fd.wait().await {
                 log::warn!("watching CT init {host_pid}: {e}");
             }
             // The exit file is written before the init exits; none = killed from outside.
@@ -277,6 +286,9 @@ impl Backend for PctBackend {
                 .map(|r| r.exit_code)
                 .or_else(|| exit_ctl.exited().map(|e| e.exit_code))
                 .unwrap_or(137);
+            if let Some(m) = monitor_fd {
+                let _ = tokio::time::timeout(Duration::from_secs(10), m.wait()).await;
+            }
             reaper::Exit::new(u32::try_from(code).unwrap_or(255))
         });
         let inst = PctInstance {

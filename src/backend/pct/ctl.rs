@@ -246,21 +246,41 @@ impl Ctl {
     }
 }
 
-/// Resolves when a (not necessarily child) process has exited: pidfd readiness.
-pub async fn wait_pid_exit(pid: u32) -> Result<()> {
-    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
-    if fd < 0 {
-        let e = std::io::Error::last_os_error();
-        if e.raw_os_error() == Some(libc::ESRCH) {
-            return Ok(());
+/// A pidfd: waits for a (not necessarily child) process to exit, immune to pid reuse.
+pub struct PidFd {
+    pid: u32,
+    fd: Option<OwnedFd>,
+}
+
+impl PidFd {
+    /// `fd` is None when the process is already gone.
+    pub fn open(pid: u32) -> Result<PidFd> {
+        // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+        if fd < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::ESRCH) {
+                return Ok(PidFd { pid, fd: None });
+            }
+            return Err(Error::io(format!("pidfd_open({pid})"), e));
         }
-        return Err(Error::io(format!("pidfd_open({pid})"), e));
+        // SAFETY: the kernel just gave us this descriptor.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+        Ok(PidFd { pid, fd: Some(fd) })
     }
-    // SAFETY: the kernel just gave us this descriptor.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
-    let afd = fdio::register(fd).map_err(io_err("pidfd"))?;
-    let _ = afd.readable().await.map_err(io_err("pidfd"))?;
-    log::debug!("pid {pid} exited (pidfd {})", afd.as_raw_fd());
-    Ok(())
+
+    pub async fn wait(self) -> Result<()> {
+        let Some(fd) = self.fd else { return Ok(()) };
+        let afd = fdio::register(fd).map_err(io_err("pidfd"))?;
+        let _ = afd.readable().await.map_err(io_err("pidfd"))?;
+        log::debug!("pid {} exited (pidfd {})", self.pid, afd.as_raw_fd());
+        Ok(())
+    }
+}
+
+/// The parent of a process (for a CT's init: the `lxc-start` monitor).
+pub fn parent_pid(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(1)?.parse().ok()
 }
