@@ -435,6 +435,69 @@ fn vm_tty_run() {
         "tty must print /dev/pts/N; output {out:?}"
     );
     assert_no_vm_left(&env, "vmtty");
+
+    // Initial window size from our terminal, then a live resize forwarded to the guest pty.
+    let rootfs = env.rootfs().display().to_string();
+    let script = "n=0; while [ $n -lt 200 ]; do s=$(stty size 2>/dev/null); \
+                  case \"$s\" in ''|'0 0') sleep 0.05; n=$((n+1));; *) break;; esac; done; \
+                  echo \"size=$s\"; \
+                  n=0; while [ \"$(stty size 2>/dev/null)\" != '50 100' ] && [ $n -lt 400 ]; do sleep 0.05; n=$((n+1)); done; \
+                  echo \"resized=$(stty size)\"";
+    let cmd = env.ctr_command(&[
+        "run",
+        "--rm",
+        "-t",
+        "--runtime",
+        &rt,
+        "--annotation",
+        VM,
+        "--env",
+        CONTAINER_PATH,
+        "--rootfs",
+        &rootfs,
+        "vmtty2",
+        "/bin/sh",
+        "-c",
+        script,
+    ]);
+    let mut pty = PtySession::spawn(cmd, 37, 123);
+    pty.wait_output_contains("size=", T);
+    assert!(
+        pty.output().contains("size=37 123"),
+        "initial window size must be 37x123; output {:?}",
+        pty.output()
+    );
+    pty.set_size(50, 100);
+    let (code, out) = pty.finish(T);
+    assert_eq!(code, 0, "output {out:?}");
+    assert!(
+        out.contains("resized=50 100"),
+        "resize must reach the guest; output {out:?}"
+    );
+
+    // exec -t into a detached VM container.
+    env.run_rootfs_detached("vmttyd", &["--annotation", VM], &["/bin/sleep", "1000"]);
+    let cmd = env.ctr_command(&[
+        "task",
+        "exec",
+        "-t",
+        "--exec-id",
+        "te1",
+        "vmttyd",
+        "/bin/sh",
+        "-c",
+        "tty; exit 4",
+    ]);
+    let (code, out) = run_in_pty(cmd, 33, 99, T);
+    assert_eq!(code, 4, "ctr task exec -t exit code; output {out:?}");
+    assert!(
+        out.lines().any(|l| l.trim().starts_with("/dev/pts/")),
+        "exec tty must print /dev/pts/N; output {out:?}"
+    );
+    env.ctr_ok(&["task", "kill", "-s", "SIGKILL", "vmttyd"]);
+    env.wait_task_status("vmttyd", "STOPPED", T);
+    env.ctr_ok(&["task", "rm", "vmttyd"]);
+    assert_no_vm_left(&env, "vmttyd");
 }
 
 #[test]

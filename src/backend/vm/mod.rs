@@ -7,6 +7,16 @@
 //! *no* user code running, reporting QEMU's host pid as the task pid, and `start` sends `Run`.
 //! `cleanup` (a fresh shim after a crash) finds QEMU by the pid and state dir recorded in the
 //! bundle (`data.qemu_pid`, `data.state_dir`), checking the pid's command line first.
+//!
+//! Host pieces (defaults of the `[vm]` config table):
+//! * QEMU ≥ 7 with `microvm` and qboot (`crates/pvelxc-agent/setup-host.sh` installs 10.0 from
+//!   bookworm-backports);
+//! * `/var/cache/pvelxc/vm/vmlinux` + `modules/` (`crates/pvelxc-agent/fetch-kernel.sh`);
+//! * the initramfs `vm.initramfs`, or else a static `pvelxc-agent` (`vm.agent`, default next to
+//!   the shim binary) from which the shim builds it on first use (uncompressed cpio, file lock).
+//!
+//! Guest OOM kills are read from the serial console log ([`oom`]); `update` is refused (no
+//! hotplug); pause/resume stop/continue QEMU.
 
 mod accel;
 mod assets;
