@@ -203,68 +203,56 @@ impl Cgroup {
                 .map_err(|e| Error::io("register OOM eventfd", e))?;
                 let afd = crate::sys::fdio::register(efd).map_err(|e| Error::io("eventfd", e))?;
                 tokio::spawn(async move {
-                    let _keep = ctl;
-                    let mut buf = [0u8; 8];
-                    loop {
-                        let Ok(mut g) = afd.readable().await else {
-                            return;
-                        };
-                        match g.try_io(|fd| {
-                            nix::unistd::read(fd.get_ref().as_fd(), &mut buf)
-                                .map_err(std::io::Error::from)
-                        }) {
-                            Ok(Ok(8)) => {
-                                // The eventfd also fires when the cgroup is removed.
-                                if !dir.exists() || tx.send(()).is_err() {
-                                    return;
-                                }
-                            }
-                            Ok(_) => return,
-                            Err(_) => continue,
-                        }
-                    }
+                    let _keep_registered = ctl;
+                    // The eventfd also fires when the cgroup is removed.
+                    on_each_wakeup(afd, || dir.exists() && tx.send(()).is_ok()).await;
                 });
             }
             Cgroup::V2(dir) => {
+                use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
                 let events = dir.join("memory.events");
-                let ino = nix::sys::inotify::Inotify::init(
-                    nix::sys::inotify::InitFlags::IN_NONBLOCK
-                        | nix::sys::inotify::InitFlags::IN_CLOEXEC,
-                )?;
-                ino.add_watch(&events, nix::sys::inotify::AddWatchFlags::IN_MODIFY)?;
+                let ino = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC)?;
+                ino.add_watch(&events, AddWatchFlags::IN_MODIFY)?;
                 let afd = crate::sys::fdio::register(OwnedFd::from(ino))
                     .map_err(|e| Error::io("inotify", e))?;
-                let mut last = read_kv(&events).get("oom_kill").copied().unwrap_or(0);
+                let oom_kills = move || read_kv(&events).get("oom_kill").copied();
+                let mut last = oom_kills().unwrap_or(0);
                 tokio::spawn(async move {
-                    let mut buf = [0u8; 1024];
-                    loop {
-                        let Ok(mut g) = afd.readable().await else {
-                            return;
+                    on_each_wakeup(afd, || {
+                        let Some(now) = oom_kills() else {
+                            return false; // the cgroup is gone
                         };
-                        match g.try_io(|fd| {
-                            nix::unistd::read(fd.get_ref().as_fd(), &mut buf)
-                                .map_err(std::io::Error::from)
-                        }) {
-                            Ok(Ok(_)) => {
-                                if !events.exists() {
-                                    return;
-                                }
-                                let now = read_kv(&events).get("oom_kill").copied().unwrap_or(0);
-                                for _ in last..now {
-                                    if tx.send(()).is_err() {
-                                        return;
-                                    }
-                                }
-                                last = last.max(now);
-                            }
-                            Ok(Err(_)) => return,
-                            Err(_) => continue,
-                        }
-                    }
+                        let fresh = now.saturating_sub(last);
+                        last = last.max(now);
+                        (0..fresh).all(|_| tx.send(()).is_ok())
+                    })
+                    .await;
                 });
             }
         }
         Ok(rx)
+    }
+}
+
+/// Drain `afd` each time it becomes readable and call `wake`, until `wake` says stop or the fd
+/// fails.
+async fn on_each_wakeup(afd: tokio::io::unix::AsyncFd<OwnedFd>, mut wake: impl FnMut() -> bool) {
+    let mut buf = [0u8; 1024];
+    loop {
+        let Ok(mut g) = afd.readable().await else {
+            return;
+        };
+        match g.try_io(|fd| {
+            nix::unistd::read(fd.get_ref().as_fd(), &mut buf).map_err(std::io::Error::from)
+        }) {
+            Ok(Ok(n)) if n > 0 => {
+                if !wake() {
+                    return;
+                }
+            }
+            Ok(_) => return,
+            Err(_would_block) => continue,
+        }
     }
 }
 
