@@ -25,13 +25,17 @@ pub struct Decision {
     pub reason: String,
 }
 
-/// Choose a backend. `usable` says whether a backend can run on this host (Err = why not).
+/// Choose a backend. `admit` says whether a backend takes this container at all (a policy
+/// error is final); `usable` whether it can run on this host (Err = why not, subject to the
+/// `on_unavailable` policy).
 pub fn route(
     cfg: &Config,
     req: &Request<'_>,
+    admit: impl Fn(BackendKind) -> Result<()>,
     usable: impl Fn(BackendKind) -> std::result::Result<(), String>,
 ) -> Result<Decision> {
     let wanted = choose(cfg, req)?;
+    admit(wanted.backend)?;
     match usable(wanted.backend) {
         Ok(()) => Ok(wanted),
         Err(why) => match cfg.on_unavailable {
@@ -131,6 +135,10 @@ mod tests {
         Ok(())
     }
 
+    fn admit_all(_: BackendKind) -> Result<()> {
+        Ok(())
+    }
+
     fn req<'a>(ns: &'a str, id: &'a str, a: &'a HashMap<String, String>) -> Request<'a> {
         Request {
             namespace: ns,
@@ -151,7 +159,13 @@ mod tests {
     #[test]
     fn default_when_nothing_matches() {
         let a = ann(&[]);
-        let d = route(&Config::default(), &req("default", "x", &a), all_usable).expect("route");
+        let d = route(
+            &Config::default(),
+            &req("default", "x", &a),
+            admit_all,
+            all_usable,
+        )
+        .expect("route");
         assert_eq!(d.backend, BackendKind::Crun);
     }
 
@@ -161,18 +175,23 @@ mod tests {
         cfg.rules
             .push(rule(None, Some("*"), None, BackendKind::Runc));
         let a = ann(&[(ANNOTATION_BACKEND, "pct")]);
-        let d = route(&cfg, &req("default", "x", &a), all_usable).expect("route");
+        let d = route(&cfg, &req("default", "x", &a), admit_all, all_usable).expect("route");
         assert_eq!(d.backend, BackendKind::Pct);
         cfg.allow_annotation_override = false;
-        let d = route(&cfg, &req("default", "x", &a), all_usable).expect("route");
+        let d = route(&cfg, &req("default", "x", &a), admit_all, all_usable).expect("route");
         assert_eq!(d.backend, BackendKind::Runc);
     }
 
     #[test]
     fn unknown_annotation_value_is_an_error() {
         let a = ann(&[(ANNOTATION_BACKEND, "bogus")]);
-        let e =
-            route(&Config::default(), &req("default", "x", &a), all_usable).expect_err("unknown");
+        let e = route(
+            &Config::default(),
+            &req("default", "x", &a),
+            admit_all,
+            all_usable,
+        )
+        .expect_err("unknown");
         assert!(e.to_string().contains("bogus"));
         assert!(e.to_string().contains(ANNOTATION_BACKEND));
     }
@@ -193,7 +212,7 @@ mod tests {
         let none = ann(&[]);
         let img = ann(&[(IMAGE_ANNOTATIONS[0], "docker.io/library/nginx:1")]);
         let pick = |ns, id, a| {
-            route(&cfg, &req(ns, id, a), all_usable)
+            route(&cfg, &req(ns, id, a), admit_all, all_usable)
                 .expect("route")
                 .backend
         };
@@ -207,6 +226,25 @@ mod tests {
     }
 
     #[test]
+    fn a_refusal_is_final_even_with_fallback() {
+        let a = ann(&[(ANNOTATION_BACKEND, "pct")]);
+        let mut cfg = Config::default();
+        cfg.on_unavailable = Unavailable::Fallback;
+        let no_pods_on_pct = |k: BackendKind| {
+            if k == BackendKind::Pct {
+                Err(Error::Unimplemented(
+                    "the pct backend does not run Kubernetes pods".into(),
+                ))
+            } else {
+                Ok(())
+            }
+        };
+        let e =
+            route(&cfg, &req("k8s.io", "x", &a), no_pods_on_pct, all_usable).expect_err("refused");
+        assert!(e.to_string().contains("pods"));
+    }
+
+    #[test]
     fn unavailable_backend_fails_or_falls_back() {
         let a = ann(&[(ANNOTATION_BACKEND, "pct")]);
         let no_pct = |k: BackendKind| {
@@ -217,10 +255,10 @@ mod tests {
             }
         };
         let mut cfg = Config::default();
-        let e = route(&cfg, &req("default", "x", &a), no_pct).expect_err("fail policy");
+        let e = route(&cfg, &req("default", "x", &a), admit_all, no_pct).expect_err("fail policy");
         assert!(e.to_string().contains("pct not found on PATH"));
         cfg.on_unavailable = Unavailable::Fallback;
-        let d = route(&cfg, &req("default", "x", &a), no_pct).expect("fallback");
+        let d = route(&cfg, &req("default", "x", &a), admit_all, no_pct).expect("fallback");
         assert_eq!(d.backend, BackendKind::Crun);
         assert!(d.reason.contains("fallback"));
     }

@@ -657,7 +657,6 @@ fn routing_per_handler_and_annotations() {
 // ---------------------------------------------------------------------------------------------
 
 #[test]
-#[ignore = "shim: pct for CRI sandboxes/pod containers is not refused yet (error says only 'pct not found on PATH')"]
 fn pct_pod_is_refused_cleanly() {
     if skip_unless_ours("pct_pod_is_refused_cleanly") {
         return;

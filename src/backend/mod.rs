@@ -68,6 +68,12 @@ pub trait Backend: Send + Sync {
     /// Whether this backend can run on this host; Err carries a user-facing reason.
     fn usable(&self, config: &Config) -> std::result::Result<(), String>;
 
+    /// Whether this backend takes a container with these annotations at all (e.g. the pct
+    /// backend does not run Kubernetes pods). Checked before `usable`, whatever the host.
+    fn admit(&self, _annotations: &HashMap<String, String>) -> Result<()> {
+        Ok(())
+    }
+
     /// Create the container with its init process not yet running user code.
     async fn create(&self, req: CreateRequest) -> Result<(Arc<dyn Instance>, Spawned)>;
 

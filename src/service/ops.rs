@@ -90,6 +90,7 @@ impl Service {
                 container_id: &req.id,
                 annotations: &annotations,
             },
+            |k| registry::get(k).admit(&annotations),
             |k| registry::get(k).usable(&config),
         )?;
         log::info!(

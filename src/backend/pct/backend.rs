@@ -142,9 +142,11 @@ impl Backend for PctBackend {
         Ok(())
     }
 
+    fn admit(&self, annotations: &std::collections::HashMap<String, String>) -> Result<()> {
+        spec::reject_pods(annotations)
+    }
+
     async fn create(&self, req: CreateRequest) -> Result<(Arc<dyn Instance>, Spawned)> {
-        let annotations = req.spec.annotations().clone().unwrap_or_default();
-        spec::reject_pods(&annotations)?;
         let cfg = &req.config.pct;
         let init = ctdir::find_init(&cfg.init_path).map_err(Error::precondition)?;
         let mut process = req
