@@ -52,7 +52,9 @@ if [ "$WHAT" = pct ] || [ "$WHAT" = all ]; then
     cfg=$PCT_ROOT/pvelxc.toml
     printf 'backend = "pct"\n[pct]\nvmid_min = 700000\nvmid_max = 709999\n' >"$cfg"
     cp "$REPO_ROOT/target/release/pct" "$REPO_ROOT/target/release/pvesh" "$SHIM_DIR/"
-    [ -x "$REPO_ROOT/target/release/pvelxc-init" ] && cp "$REPO_ROOT/target/release/pvelxc-init" "$SHIM_DIR/"
+    init=${PVELXC_INIT_BIN:-$REPO_ROOT/target/x86_64-unknown-linux-gnu/dist/pvelxc-init}
+    [ -x "$init" ] || { echo "peer[pct]: static pvelxc-init missing at $init (scripts/setup.sh builds it)" >&2; exit 1; }
+    cp "$init" "$SHIM_DIR/pvelxc-init"
     PVELXC_CONFIG=$cfg PVE_DOUBLE_ROOT=$PCT_ROOT run_suite pct
     for ct in $(PVE_DOUBLE_ROOT=$PCT_ROOT "$SHIM_DIR/pct" list 2>/dev/null | awk 'NR>1{print $1}'); do
         PVE_DOUBLE_ROOT=$PCT_ROOT "$SHIM_DIR/pct" destroy "$ct" --force 1 --purge 1 >/dev/null 2>&1 || true

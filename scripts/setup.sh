@@ -50,6 +50,16 @@ if command -v rustup >/dev/null; then
     rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy || true
 fi
 
+# Tests drive the release build (target/release).
 cargo build --release --workspace
-install -m 0755 target/release/containerd-shim-pvelxc-v2 /usr/local/bin/containerd-shim-pvelxc-v2
-echo "setup: ok ($(containerd --version | awk '{print $3}'), shim installed to /usr/local/bin)"
+
+# What gets installed: size-optimised static builds (profile `dist`) of the shim, of the init
+# that runs as PID 1 in each Proxmox CT, and of the micro-VM guest agent (the last two must be
+# static: they run inside guests with their own, or no, libc).
+DIST=target/x86_64-unknown-linux-gnu/dist
+RUSTFLAGS="-C target-feature=+crt-static" cargo build --profile dist --target x86_64-unknown-linux-gnu \
+    -p containerd-shim-pvelxc-v2 -p pvelxc-init -p pvelxc-agent
+for b in containerd-shim-pvelxc-v2 pvelxc-init pvelxc-agent; do
+    install -m 0755 "$DIST/$b" "/usr/local/bin/$b"
+done
+echo "setup: ok ($(containerd --version | awk '{print $3}'); containerd-shim-pvelxc-v2, pvelxc-init, pvelxc-agent installed to /usr/local/bin)"

@@ -11,6 +11,12 @@ command -v cargo >/dev/null || . "$HOME/.cargo/env"
 
 step() { echo; echo "=== $* ($(date +%T))"; }
 
+# The static helpers the pct and vm backends put into guests (built by setup.sh).
+export PVELXC_INIT_BIN="$REPO_ROOT/target/x86_64-unknown-linux-gnu/dist/pvelxc-init"
+export PVELXC_AGENT_BIN="$REPO_ROOT/target/x86_64-unknown-linux-gnu/dist/pvelxc-agent"
+# The vm backend's tests must run here (QEMU and the guest kernel come from setup.sh).
+export PVELXC_VM_REQUIRED=1
+
 step "cargo fmt --check"
 cargo fmt --all --check
 

@@ -18,11 +18,17 @@ const T: Duration = Duration::from_secs(60);
 const SCRIPT: &str = "echo hello; echo err >&2; exit 3";
 const STATE_DIR: &str = "/run/pvelxc/pct";
 
+/// The static init: `PVELXC_INIT_BIN` (scripts/test.sh points it at the installed build), else
+/// the `--target` release build.
 fn static_init() -> PathBuf {
-    let p = target_dir()
-        .join("x86_64-unknown-linux-gnu")
-        .join("release")
-        .join("pvelxc-init");
+    let p = std::env::var_os("PVELXC_INIT_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            target_dir()
+                .join("x86_64-unknown-linux-gnu")
+                .join("release")
+                .join("pvelxc-init")
+        });
     assert!(
         p.is_file(),
         "static init missing: {} (see this file's header)",
