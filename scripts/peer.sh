@@ -23,9 +23,11 @@ cp "$REPO_ROOT/target/release/containerd-shim-pvelxc-v2" "$SHIM_DIR/"
 # prints the summary; sets PASSED.
 run_suite() {
     local label=$1 out last try
-    for try in 1 2 3; do
+    # The harness's proxy start can lose a race under load ("harness error: CONNECT proxy"):
+    # only that kind of failure is retried; the suite's own result never is.
+    for try in 1 2 3 4 5; do
         out=$(mktemp)
-        "$PEER/run.sh" io.containerd.pvelxc.v2 "$SHIM_DIR" | tee "$out" | tail -n 40
+        "$PEER/run.sh" io.containerd.pvelxc.v2 "$SHIM_DIR" | tee "$out" | tail -n 40 || true
         last=$(tail -n 1 "$out")
         rm -f "$out"
         case $last in
