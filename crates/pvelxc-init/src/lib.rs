@@ -5,11 +5,13 @@
 //!   decode over byte buffers) and blocking `SCM_RIGHTS` send/receive helpers.
 //! * [`process`]: the subset of the OCI runtime-spec `Process` object the init
 //!   applies, plus the helpers that apply it (rlimits, cwd, umask, ids,
-//!   no_new_privs, PATH lookup, runc-compatible exec exit codes).
+//!   capabilities, no_new_privs, PATH lookup, runc-compatible exec exit codes).
+//! * [`caps`]: OCI capability names ↔ numbers and the capget/capset/prctl calls.
 //!
 //! No tokio here: async host code drives the non-blocking pieces
 //! ([`proto::recv_into`], [`proto::send_frame`]) from its own reactor.
 //! See `PROTOCOL.md` for the process model and the file modes the shim must use.
 
+pub mod caps;
 pub mod process;
 pub mod proto;

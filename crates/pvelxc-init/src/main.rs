@@ -213,6 +213,7 @@ fn init_main(dir: &Path) -> i32 {
                 umask: None,
                 no_new_privs: false,
                 oom_score_adj: None,
+                caps: None,
             },
             Some(e),
         ),

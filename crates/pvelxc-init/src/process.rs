@@ -1,11 +1,13 @@
 //! The OCI runtime-spec `Process` subset the init applies, and how it applies it.
 //!
 //! Field names are those of config.json (`process`), so the shim can serialise its
-//! `oci_spec::runtime::Process` as is. Unknown fields (capabilities, apparmorProfile,
-//! selinuxLabel, ...) are ignored: the CT's own LXC confinement applies.
+//! `oci_spec::runtime::Process` as is. `capabilities` is applied like runc does (see
+//! [`crate::caps`]); other unknown fields (apparmorProfile, selinuxLabel, ...) are
+//! ignored: the CT's own LXC confinement applies.
 //!
 //! Never resolves user or group names (no NSS: the binary is static): ids are numeric.
 
+use crate::caps::{self, CapSets, Capabilities};
 use serde::{Deserialize, Serialize};
 use std::ffi::{CString, OsStr};
 use std::io;
@@ -36,6 +38,10 @@ pub struct Process {
     pub no_new_privileges: bool,
     #[serde(default)]
     pub oom_score_adj: Option<i32>,
+    /// Absent: capabilities are left as the uid switch makes them (all kept for uid 0,
+    /// none for another uid).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capabilities: Option<Capabilities>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -162,6 +168,7 @@ pub struct Prepared {
     pub umask: Option<u32>,
     pub no_new_privs: bool,
     pub oom_score_adj: Option<i32>,
+    pub caps: Option<CapSets>,
 }
 
 fn cstr(s: &[u8], what: &str) -> Result<CString, String> {
@@ -221,6 +228,7 @@ pub fn prepare(p: &Process) -> Result<Prepared, String> {
         umask: p.user.umask,
         no_new_privs: p.no_new_privileges,
         oom_score_adj: p.oom_score_adj,
+        caps: p.capabilities.as_ref().map(|c| c.to_sets()).transpose()?,
     })
 }
 
@@ -237,9 +245,12 @@ fn chdir(c: &CString) -> libc::c_int {
     unsafe { libc::chdir(c.as_ptr()) }
 }
 
-/// Apply rlimits, oom_score_adj, cwd, umask, groups, gid, uid and no_new_privs to
-/// the calling process, in that order (rlimits before dropping privileges; cwd retried
-/// after the uid switch when root may not enter it, like runc).
+/// Apply rlimits, oom_score_adj, cwd, umask, capabilities, groups, gid, uid and
+/// no_new_privs to the calling process, in runc's order: rlimits before dropping
+/// privileges; with `capabilities`, the bounding set is dropped before the uid switch
+/// (PR_CAPBSET_DROP needs CAP_SETPCAP), PR_SET_KEEPCAPS brackets setgroups/setgid/
+/// setuid, then capset and the ambient set; cwd retried after the uid switch when root
+/// may not enter it; no_new_privs last.
 pub fn apply(p: &Prepared) -> Result<(), String> {
     for (res, lim) in &p.rlimits {
         // SAFETY: valid pointer to an rlimit.
@@ -257,6 +268,10 @@ pub fn apply(p: &Prepared) -> Result<(), String> {
         // SAFETY: umask cannot fail.
         unsafe { libc::umask(m as libc::mode_t) };
     }
+    if let Some(c) = &p.caps {
+        caps::drop_bounding(c.bounding)?;
+        caps::set_keepcaps(true)?;
+    }
     // SAFETY: valid slice pointer/len; numeric ids only.
     check(
         unsafe { libc::setgroups(p.groups.len(), p.groups.as_ptr()) },
@@ -266,6 +281,10 @@ pub fn apply(p: &Prepared) -> Result<(), String> {
     check(unsafe { libc::setgid(p.gid) }, "setgid")?;
     // SAFETY: plain syscall.
     check(unsafe { libc::setuid(p.uid) }, "setuid")?;
+    if let Some(c) = &p.caps {
+        caps::set_keepcaps(false)?;
+        caps::apply_sets(c)?;
+    }
     if !cwd_done {
         if let Some(c) = &p.cwd {
             check(
@@ -426,6 +445,33 @@ mod tests {
         assert_eq!(pr.candidates.len(), 2);
         assert_eq!(pr.candidates[0].to_str().unwrap(), "/usr/bin/sh");
         assert_eq!(pr.groups, vec![5, 6]);
+        assert_eq!(pr.caps.unwrap().bounding, 1 << 5);
+        assert_eq!(pr.caps.unwrap().permitted, 0);
+    }
+
+    #[test]
+    fn capabilities_parse_and_validate() {
+        let p = Process::from_json(br#"{"args":["x"]}"#).unwrap();
+        assert!(p.capabilities.is_none());
+        assert!(prepare(&p).unwrap().caps.is_none());
+        let p = Process::from_json(
+            br#"{"args":["x"],"capabilities":{"bounding":["CAP_NET_BIND_SERVICE","CAP_CHOWN"],
+                "effective":["CAP_NET_BIND_SERVICE"],"permitted":["CAP_NET_BIND_SERVICE"],
+                "inheritable":["CAP_NET_BIND_SERVICE"],"ambient":["CAP_NET_BIND_SERVICE"]}}"#,
+        )
+        .unwrap();
+        let c = prepare(&p).unwrap().caps.unwrap();
+        assert_eq!(c.bounding, 1 << 10 | 1);
+        assert_eq!(
+            (c.effective, c.permitted, c.inheritable, c.ambient),
+            (1 << 10, 1 << 10, 1 << 10, 1 << 10)
+        );
+        // An empty object means "no capabilities at all", not "unchanged".
+        let p = Process::from_json(br#"{"args":["x"],"capabilities":{}}"#).unwrap();
+        assert_eq!(prepare(&p).unwrap().caps, Some(CapSets::default()));
+        let p = Process::from_json(br#"{"args":["x"],"capabilities":{"ambient":["CAP_FLY"]}}"#)
+            .unwrap();
+        assert!(prepare(&p).unwrap_err().contains("CAP_FLY"));
     }
 
     #[test]

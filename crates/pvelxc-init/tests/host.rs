@@ -384,3 +384,166 @@ fn exec_mode_applies_process() {
     }
     let _ = std::fs::remove_dir_all(&d);
 }
+
+/// The `Cap*:` lines of /proc/self/status as the exec'd program sees them.
+fn cap_lines(out: &[u8]) -> std::collections::HashMap<String, String> {
+    String::from_utf8_lossy(out)
+        .lines()
+        .filter_map(|l| l.split_once(":\t"))
+        .map(|(k, v)| (k.to_string(), v.trim().to_string()))
+        .collect()
+}
+
+fn busybox() -> Option<&'static str> {
+    ["/bin/busybox", "/usr/bin/busybox"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+}
+
+fn is_root() -> bool {
+    // SAFETY: plain syscall.
+    unsafe { libc::geteuid() == 0 }
+}
+
+const NBS: &str = "CAP_NET_BIND_SERVICE";
+const NBS_MASK: &str = "0000000000000400"; // 1 << 10
+
+#[test]
+fn exec_mode_capabilities() {
+    let (Some(bb), true) = (busybox(), is_root()) else {
+        eprintln!("skipped: needs root and busybox");
+        return;
+    };
+    let d = tempdir("host-caps");
+    let f = d.join("exec-caps.json");
+    let run = |caps: serde_json::Value, uid: u32| {
+        let mut spec = serde_json::json!({
+            "user": {"uid": uid, "gid": uid},
+            "args": [bb, "grep", "Cap", "/proc/self/status"],
+            "env": ["PATH=/usr/bin:/bin"],
+            "cwd": "/",
+            "noNewPrivileges": true
+        });
+        if !caps.is_null() {
+            spec["capabilities"] = caps;
+        }
+        std::fs::write(&f, spec.to_string()).unwrap();
+        let out = Command::new(BIN).arg("exec").arg(&f).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        (out.status.code(), cap_lines(&out.stdout), err)
+    };
+    let all_nbs = serde_json::json!({
+        "bounding": [NBS], "effective": [NBS], "permitted": [NBS],
+        "inheritable": [NBS], "ambient": [NBS]
+    });
+
+    // uid 1000 with CAP_NET_BIND_SERVICE in every set: survives the uid switch and
+    // the execve (ambient), even with no_new_privs.
+    let (code, c, err) = run(all_nbs.clone(), 1000);
+    assert_eq!(code, Some(0), "{err}");
+    for k in ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"] {
+        assert_eq!(c.get(k).map(String::as_str), Some(NBS_MASK), "{k}: {c:?}");
+    }
+
+    // Same without ambient: a non-root execve without file caps ends with nothing
+    // but the inheritable set.
+    let mut no_amb = all_nbs.clone();
+    no_amb["ambient"] = serde_json::json!([]);
+    let (code, c, err) = run(no_amb, 1000);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(c["CapEff"], "0000000000000000", "{c:?}");
+    assert_eq!(c["CapPrm"], "0000000000000000", "{c:?}");
+    assert_eq!(c["CapAmb"], "0000000000000000", "{c:?}");
+    assert_eq!(c["CapInh"], NBS_MASK, "{c:?}");
+
+    // No `capabilities` at all: today's behaviour (setuid clears every set, the
+    // bounding set is untouched).
+    let (code, c, err) = run(serde_json::Value::Null, 1000);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(c["CapEff"], "0000000000000000", "{c:?}");
+    assert_eq!(c["CapAmb"], "0000000000000000", "{c:?}");
+    assert_ne!(c["CapBnd"], NBS_MASK, "{c:?}");
+
+    // uid 0: the bounding set limits what root gets back at execve.
+    let root_caps = serde_json::json!({
+        "bounding": ["CAP_KILL", NBS], "effective": ["CAP_KILL", NBS],
+        "permitted": ["CAP_KILL", NBS]
+    });
+    let (code, c, err) = run(root_caps, 0);
+    assert_eq!(code, Some(0), "{err}");
+    for k in ["CapPrm", "CapEff", "CapBnd"] {
+        assert_eq!(c[k], "0000000000000420", "{k}: {c:?}"); // 1<<5 | 1<<10
+    }
+    assert_eq!(c["CapAmb"], "0000000000000000", "{c:?}");
+
+    // Every capability asked for (a `--privileged` spec): the ones this process does
+    // not hold (here: not in its bounding set) are left out rather than failing.
+    let all = pvelxc_init::caps::CAP_NAMES.to_vec();
+    let every = serde_json::json!({
+        "bounding": all, "effective": all, "permitted": all,
+        "inheritable": all, "ambient": all
+    });
+    let own = cap_lines(&std::fs::read("/proc/self/status").unwrap());
+    let own_bnd = u64::from_str_radix(&own["CapBnd"], 16).unwrap() & ((1u64 << 41) - 1);
+    let (code, c, err) = run(every, 1000);
+    assert_eq!(code, Some(0), "{err}");
+    for k in ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"] {
+        assert_eq!(c[k], format!("{own_bnd:016x}"), "{k}: {c:?}");
+    }
+
+    // Unknown name: clear error, 126, nothing exec'd.
+    let (code, c, err) = run(serde_json::json!({"ambient": ["CAP_FLY"]}), 1000);
+    assert_eq!(code, Some(126));
+    assert!(c.is_empty(), "{c:?}");
+    assert!(err.contains("unknown capability \"CAP_FLY\""), "{err}");
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+#[test]
+fn init_mode_capabilities() {
+    let (Some(bb), true) = (busybox(), is_root()) else {
+        eprintln!("skipped: needs root and busybox");
+        return;
+    };
+    let d = tempdir("host-init-caps");
+    let spec = serde_json::json!({
+        "user": {"uid": 1000, "gid": 1000},
+        "args": [bb, "grep", "Cap", "/proc/self/status"],
+        "env": ["PATH=/usr/bin:/bin"],
+        "cwd": "/",
+        "noNewPrivileges": true,
+        "capabilities": {
+            "bounding": [NBS], "effective": [NBS], "permitted": [NBS],
+            "inheritable": [NBS], "ambient": [NBS]
+        }
+    });
+    std::fs::write(d.join("process.json"), spec.to_string()).unwrap();
+    let shim = Shim::listen(&d, None, 0o600);
+    let mut init = spawn_init(&d);
+    let mut c = shim.accept(T);
+    let _hello = c.recv(T);
+    let (mut out_r, out_w) = std::io::pipe().unwrap();
+    let (mut err_r, err_w) = std::io::pipe().unwrap();
+    c.send(
+        &Msg::Stdio {
+            stdin: false,
+            stdout: true,
+            stderr: true,
+        },
+        &[out_w.as_fd(), err_w.as_fd()],
+    );
+    drop((out_w, err_w));
+    c.send(&Msg::Start, &[]);
+    let out = read_all(&mut out_r, T);
+    let err = read_all(&mut err_r, T);
+    let caps = cap_lines(out.as_bytes());
+    for k in ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"] {
+        assert_eq!(
+            caps.get(k).map(String::as_str),
+            Some(NBS_MASK),
+            "{k}: {out} {err}"
+        );
+    }
+    assert_eq!(wait_child(&mut init, T).code(), Some(0), "{err}");
+    let _ = std::fs::remove_dir_all(&d);
+}

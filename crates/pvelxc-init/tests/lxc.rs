@@ -502,6 +502,54 @@ fn unprivileged_exec_and_signals() {
     let out = ct.attach(&["/.pvelxc/init", "exec", "/.pvelxc/exec-e1.json"]);
     assert_eq!(out.status.code(), Some(127));
 
+    // Capabilities in an unprivileged CT: CAP_NET_BIND_SERVICE kept across the switch
+    // to uid 1000 (ambient), everything else dropped, bounding set included.
+    let nbs = "CAP_NET_BIND_SERVICE";
+    std::fs::write(
+        &exec_json,
+        serde_json::json!({
+            "user": {"uid": 1000, "gid": 1000},
+            "args": ["grep", "Cap", "/proc/self/status"],
+            "env": ["PATH=/bin"],
+            "noNewPrivileges": true,
+            "capabilities": {"bounding": [nbs], "effective": [nbs], "permitted": [nbs],
+                             "inheritable": [nbs], "ambient": [nbs]}
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let out = ct.attach(&["/.pvelxc/init", "exec", "/.pvelxc/exec-e1.json"]);
+    let caps = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(out.status.code(), Some(0), "{caps} {:?}", out.stderr);
+    for k in ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"] {
+        assert!(
+            caps.contains(&format!("{k}:\t0000000000000400")),
+            "{k}: {caps}"
+        );
+    }
+    // A `--privileged`-style spec asking for every capability: those the CT does not
+    // hold are left out instead of failing the exec.
+    let all: Vec<&str> = pvelxc_init::caps::CAP_NAMES.to_vec();
+    std::fs::write(
+        &exec_json,
+        serde_json::json!({
+            "args": ["grep", "CapEff", "/proc/self/status"],
+            "env": ["PATH=/bin"],
+            "capabilities": {"bounding": all, "effective": all, "permitted": all,
+                             "inheritable": all, "ambient": all}
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let out = ct.attach(&["/.pvelxc/init", "exec", "/.pvelxc/exec-e1.json"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{} {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+
     // A background process in the CT, then SIGPWR to the init's host pid
     // (what lxc-stop --nokill / pct shutdown does): the process gets SIGTERM.
     let info = run_bounded(
