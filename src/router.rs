@@ -228,8 +228,10 @@ mod tests {
     #[test]
     fn a_refusal_is_final_even_with_fallback() {
         let a = ann(&[(ANNOTATION_BACKEND, "pct")]);
-        let mut cfg = Config::default();
-        cfg.on_unavailable = Unavailable::Fallback;
+        let cfg = Config {
+            on_unavailable: Unavailable::Fallback,
+            ..Config::default()
+        };
         let no_pods_on_pct = |k: BackendKind| {
             if k == BackendKind::Pct {
                 Err(Error::Unimplemented(
