@@ -386,6 +386,29 @@ fn detached_exec_ps_pause_resume_metrics_kill_and_pct_list() {
         pids.iter().all(|p| pid_alive(*p)),
         "ps lists host pids: {pids:?}"
     );
+    // The task pid is the user's process (not our init), and ps lists it.
+    let ls = stdout(&env.ctr_ok(&["task", "ls"]));
+    let task_pid: u32 = ls
+        .lines()
+        .find(|l| l.starts_with("det1 "))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        .unwrap_or_else(|| panic!("task ls: {ls}"));
+    assert!(pids.contains(&task_pid), "task {task_pid} in ps {pids:?}");
+    let comm = fs::read_to_string(format!("/proc/{task_pid}/comm")).unwrap_or_default();
+    assert_eq!(
+        comm.trim(),
+        "sleep",
+        "task pid {task_pid} is the user's process"
+    );
+
+    // An exec of a missing binary fails at Start.
+    let out = env.ctr(&["task", "exec", "--exec-id", "e4", "det1", "/no/such/binary"]);
+    assert!(!out.status.success(), "{}", describe(&out));
+    assert!(
+        stderr(&out).contains("no such file or directory"),
+        "{}",
+        describe(&out)
+    );
 
     env.ctr_ok(&["task", "pause", "det1"]);
     env.wait_task_status("det1", "PAUSED", T);
@@ -710,6 +733,19 @@ fn faults_give_clear_errors_or_retries_and_leave_nothing() {
     let out = env.run_rootfs("f5", &[], &["/bin/sh", "-c", SCRIPT]);
     assert_hello_err_3("slow pct", &out);
     fs::write(&faults, "").expect("faults");
+    p.assert_clean();
+
+    // A missing binary fails the create before any pct call.
+    let before = p.calls().len();
+    let out = env.run_rootfs("f6", &[], &["nothing-here"]);
+    assert!(!out.status.success(), "{}", describe(&out));
+    assert!(
+        stderr(&out).contains("executable file not found in $PATH"),
+        "{}",
+        describe(&out)
+    );
+    assert_eq!(p.calls().len(), before, "pct calls: {:?}", p.calls());
+    let _ = env.ctr(&["containers", "rm", "f6"]);
     p.assert_clean();
 }
 

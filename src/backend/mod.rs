@@ -20,6 +20,7 @@ use crate::sys::reaper::Exit;
 use crate::sys::stdio::{ProcessIo, StdioPaths};
 
 pub mod crun;
+pub mod executable;
 pub mod pct;
 pub mod registry;
 pub mod vm;
@@ -85,8 +86,10 @@ pub trait Backend: Send + Sync {
 /// One container on a backend.
 #[async_trait]
 pub trait Instance: Send + Sync {
-    /// Let the init process run the user's program.
-    async fn start(&self) -> Result<()>;
+    /// Let the init process run the user's program. Some(pid) when the backend learned a
+    /// better host pid for the task than the one `create` returned (e.g. the user's process
+    /// below an init of ours); None keeps the create-time pid.
+    async fn start(&self) -> Result<Option<u32>>;
     /// Create and start an additional process.
     async fn exec(&self, exec_id: &str, process: &Process, stdio: &StdioPaths) -> Result<Spawned>;
     async fn kill(&self, target: Target<'_>, signal: u32, all: bool) -> Result<()>;

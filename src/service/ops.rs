@@ -218,7 +218,9 @@ impl Service {
             )));
         }
         if exec_id.is_empty() {
-            c.instance.start().await?;
+            if let Some(pid) = c.instance.start().await? {
+                p.set_pid(pid);
+            }
             p.apply(Transition::Start)?;
             let pid = p.snapshot().pid;
             let mut ev = TaskStart::new();

@@ -297,8 +297,8 @@ pub struct OciInstance {
 
 #[async_trait]
 impl Instance for OciInstance {
-    async fn start(&self) -> Result<()> {
-        self.rt.run(["start", self.id.as_str()]).await.map(|_| ())
+    async fn start(&self) -> Result<Option<u32>> {
+        self.rt.run(["start", self.id.as_str()]).await.map(|_| None)
     }
 
     async fn exec(&self, exec_id: &str, process: &Process, stdio: &StdioPaths) -> Result<Spawned> {

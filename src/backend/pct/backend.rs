@@ -165,6 +165,7 @@ impl Backend for PctBackend {
             spec: &req.spec,
             bundle: &req.bundle,
             timeout: pct.timeout,
+            process: Some(&process),
         }
         .ensure()
         .await?;
@@ -264,6 +265,11 @@ impl Backend for PctBackend {
         };
         let host_pid = ctl.host_pid;
         let cgroup = Cgroup::of_pid(host_pid).ok();
+        if let Some(cg) = &cgroup {
+            if let Err(e) = super::ctcg::mirror_memory_limit(cg) {
+                log::warn!("{owner}: memory limit on the init's cgroup: {e}");
+            }
+        }
         let oom = cgroup.as_ref().and_then(|c| match c.watch_oom() {
             Ok(rx) => Some(rx),
             Err(e) => {

@@ -26,6 +26,36 @@ fn ct_level(p: &Path) -> PathBuf {
     }
 }
 
+/// The same cgroup one level up where it is the CT's `ns` child (every controller).
+pub fn ct_level_cgroup(cg: &Cgroup) -> Cgroup {
+    match cg {
+        Cgroup::V1(m) => Cgroup::V1(m.iter().map(|(k, p)| (k.clone(), ct_level(p))).collect()),
+        Cgroup::V2(p) => Cgroup::V2(ct_level(p)),
+    }
+}
+
+/// Copy the CT-level memory limit (where `pct create/set --memory` puts it) onto the init's
+/// own `ns` cgroup, so that tools reading the limit of the task's cgroup (containerd's tests,
+/// cgroups.Load of the task pid) see it too. Best-effort; nothing to do outside an `ns` child.
+pub fn mirror_memory_limit(cg: &Cgroup) -> Result<()> {
+    let (dir, file) = match cg {
+        Cgroup::V1(m) => match m.get("memory") {
+            Some(p) => (p.clone(), "memory.limit_in_bytes"),
+            None => return Ok(()),
+        },
+        Cgroup::V2(p) => (p.clone(), "memory.max"),
+    };
+    let up = ct_level(&dir);
+    if up == dir {
+        return Ok(());
+    }
+    let src = up.join(file);
+    let val = std::fs::read_to_string(&src)
+        .map_err(|e| Error::io(format!("read {}", src.display()), e))?;
+    let dst = dir.join(file);
+    std::fs::write(&dst, val.trim()).map_err(|e| Error::io(format!("write {}", dst.display()), e))
+}
+
 impl CtCgroup {
     pub fn of(cg: &Cgroup) -> CtCgroup {
         match cg {
@@ -127,6 +157,30 @@ mod tests {
     use std::collections::HashMap;
 
     #[test]
+    fn memory_limit_is_mirrored_into_ns() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let ns = d.path().join("memory/lxc/9/ns");
+        std::fs::create_dir_all(&ns).expect("mkdir");
+        std::fs::write(
+            d.path().join("memory/lxc/9/memory.limit_in_bytes"),
+            "33554432\n",
+        )
+        .expect("write");
+        std::fs::write(ns.join("memory.limit_in_bytes"), "9223372036854771712\n").expect("write");
+        let mut m = HashMap::new();
+        m.insert("memory".to_string(), ns.clone());
+        mirror_memory_limit(&Cgroup::V1(m)).expect("mirror");
+        let got = std::fs::read_to_string(ns.join("memory.limit_in_bytes")).expect("read");
+        assert_eq!(got, "33554432");
+        // v2, and a cgroup that is not an `ns` child is left alone.
+        std::fs::write(d.path().join("memory/lxc/9/memory.max"), "max\n").expect("write");
+        mirror_memory_limit(&Cgroup::V2(ns.clone())).expect("mirror v2");
+        let got = std::fs::read_to_string(ns.join("memory.max")).expect("read");
+        assert_eq!(got, "max");
+        mirror_memory_limit(&Cgroup::V2(d.path().join("memory"))).expect("not ns");
+    }
+
+    #[test]
     fn levels() {
         let mut m = HashMap::new();
         m.insert(
@@ -137,7 +191,7 @@ mod tests {
             "memory".to_string(),
             PathBuf::from("/sys/fs/cgroup/memory/lxc/300100/ns"),
         );
-        let c = CtCgroup::of(&Cgroup::V1(m));
+        let c = CtCgroup::of(&Cgroup::V1(m.clone()));
         assert_eq!(
             c.freeze,
             Some((PathBuf::from("/sys/fs/cgroup/freezer/lxc/300100"), true))
@@ -145,6 +199,20 @@ mod tests {
         assert_eq!(
             c.procs,
             Some(PathBuf::from("/sys/fs/cgroup/memory/lxc/300100"))
+        );
+        let mut up = HashMap::new();
+        up.insert(
+            "freezer".to_string(),
+            PathBuf::from("/sys/fs/cgroup/freezer/lxc/300100"),
+        );
+        up.insert(
+            "memory".to_string(),
+            PathBuf::from("/sys/fs/cgroup/memory/lxc/300100"),
+        );
+        assert_eq!(ct_level_cgroup(&Cgroup::V1(m)), Cgroup::V1(up));
+        assert_eq!(
+            ct_level_cgroup(&Cgroup::V2(PathBuf::from("/sys/fs/cgroup/lxc/7/ns"))),
+            Cgroup::V2(PathBuf::from("/sys/fs/cgroup/lxc/7"))
         );
         let c = CtCgroup::of(&Cgroup::V2(PathBuf::from("/sys/fs/cgroup/lxc/7/ns")));
         assert_eq!(

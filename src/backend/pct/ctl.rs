@@ -205,8 +205,9 @@ impl Ctl {
         }
     }
 
-    /// Let the process run; returns once the init reported it started (or exited).
-    pub async fn start(&self, timeout: Duration) -> Result<()> {
+    /// Let the process run; returns once the init reported it started (or exited), with the
+    /// process's in-CT pid when it started.
+    pub async fn start(&self, timeout: Duration) -> Result<Option<i32>> {
         self.send(&Msg::Start)
             .map_err(io_err("send start to the CT's init"))?;
         let mut started = self.started.clone();
@@ -218,9 +219,9 @@ impl Ctl {
             }
         };
         match tokio::time::timeout(timeout, wait).await {
-            Ok(Ok(())) => Ok(()),
+            Ok(Ok(())) => Ok(*self.started.borrow()),
             // Connection gone: the CT died; the exit watcher reports it.
-            Ok(Err(_)) => Ok(()),
+            Ok(Err(_)) => Ok(None),
             Err(_) => Err(Error::DeadlineExceeded(format!(
                 "the CT's init did not start the process within {}s",
                 timeout.as_secs()
@@ -276,6 +277,29 @@ impl PidFd {
         log::debug!("pid {} exited (pidfd {})", self.pid, afd.as_raw_fd());
         Ok(())
     }
+}
+
+/// The host pid of the child of `parent` whose pid in its own (innermost) pid namespace is
+/// `ns_pid`: the CT's process as the init reports it, seen from the host.
+pub fn child_with_ns_pid(parent: u32, ns_pid: i32) -> Option<u32> {
+    let children =
+        std::fs::read_to_string(format!("/proc/{parent}/task/{parent}/children")).ok()?;
+    children
+        .split_whitespace()
+        .filter_map(|c| c.parse::<u32>().ok())
+        .find(|c| ns_pid_of(*c) == Some(ns_pid))
+}
+
+/// The innermost pid of a host pid (the last `NSpid:` field of /proc/<pid>/status).
+fn ns_pid_of(pid: u32) -> Option<i32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("NSpid:"))?
+        .split_whitespace()
+        .last()?
+        .parse()
+        .ok()
 }
 
 /// The parent of a process (for a CT's init: the `lxc-start` monitor).

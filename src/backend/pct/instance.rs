@@ -16,8 +16,8 @@ use super::ctcg::CtCgroup;
 use super::ctl::Ctl;
 use super::runner::Pct;
 use super::vmid::{Allocator, Vmid};
-use super::{backend, exec, spec};
-use crate::backend::{Instance, Spawned, Target};
+use super::{backend, ctcg, ctl, exec, spec};
+use crate::backend::{executable, Instance, Spawned, Target};
 use crate::error::{Error, Result};
 use crate::sys::cgroup::Cgroup;
 use crate::sys::stdio::StdioPaths;
@@ -59,11 +59,21 @@ impl PctInstance {
 
 #[async_trait]
 impl Instance for PctInstance {
-    async fn start(&self) -> Result<()> {
-        self.ctl.start(Duration::from_secs(30)).await
+    async fn start(&self) -> Result<Option<u32>> {
+        let started = self.ctl.start(Duration::from_secs(30)).await?;
+        // containerd's task pid is the user's process, not our init.
+        Ok(started
+            .filter(|p| *p > 0)
+            .and_then(|p| ctl::child_with_ns_pid(self.ctl.host_pid, p)))
     }
 
     async fn exec(&self, exec_id: &str, process: &Process, stdio: &StdioPaths) -> Result<Spawned> {
+        // `pct exec` only fails once it runs; containerd wants Start to fail for a missing binary.
+        let root = PathBuf::from(format!("/proc/{}/root", self.ctl.host_pid));
+        let checked = process.clone();
+        tokio::task::spawn_blocking(move || executable::check(&root, &checked))
+            .await
+            .map_err(|e| Error::internal(format!("check the executable: {e}")))??;
         exec::spawn(
             self.pct.program(),
             self.vmid,
@@ -109,14 +119,20 @@ impl Instance for PctInstance {
     }
 
     async fn pids(&self) -> Result<Vec<u32>> {
-        self.ctcg()?.pids()
+        // Our init is infrastructure, not one of the user's processes.
+        let init = self.ctl.host_pid;
+        let mut pids = self.ctcg()?.pids()?;
+        pids.retain(|p| *p != init);
+        Ok(pids)
     }
 
     async fn stats(&self) -> Result<Any> {
-        match &self.cgroup {
-            Some(c) => c.metrics(),
-            None => Cgroup::of_pid(self.ctl.host_pid)?.metrics(),
-        }
+        // The CT-level cgroup: `pct set` puts the limits there, not on `ns` below it.
+        let cg = match &self.cgroup {
+            Some(c) => c.clone(),
+            None => Cgroup::of_pid(self.ctl.host_pid)?,
+        };
+        ctcg::ct_level_cgroup(&cg).metrics()
     }
 
     async fn update(&self, resources: &LinuxResources) -> Result<()> {
@@ -131,8 +147,13 @@ impl Instance for PctInstance {
                 options: Box::new(o),
                 delete: Vec::new(),
             })
-            .await
-            .map(|_| ())
+            .await?;
+        if let Some(cg) = &self.cgroup {
+            if let Err(e) = ctcg::mirror_memory_limit(cg) {
+                log::warn!("{}: memory limit on the init's cgroup: {e}", self.owner);
+            }
+        }
+        Ok(())
     }
 
     async fn delete(&self, _force: bool) -> Result<()> {

@@ -176,6 +176,8 @@ pub struct Packer<'a> {
     pub spec: &'a oci_spec::runtime::Spec,
     pub bundle: &'a Path,
     pub timeout: Duration,
+    /// Checked to be executable in the rootfs before anything else (see `backend::executable`).
+    pub process: Option<&'a oci_spec::runtime::Process>,
 }
 
 impl Packer<'_> {
@@ -184,13 +186,27 @@ impl Packer<'_> {
             .map_err(|e| Error::io(format!("create template dir {}", self.dir.display()), e))?;
         let mnt = self.bundle.join("rootfs");
         let mut mounted = false;
-        let res = self.ensure_inner(&mnt, &mut mounted).await;
+        let res = match self.check_process(&mnt, &mut mounted).await {
+            Ok(()) => self.ensure_inner(&mnt, &mut mounted).await,
+            Err(e) => Err(e),
+        };
         if mounted {
             if let Err(e) = mount::unmount_all(&mnt) {
                 log::warn!("unmount {}: {e}", mnt.display());
             }
         }
         res
+    }
+
+    async fn check_process(&self, mnt: &Path, mounted: &mut bool) -> Result<()> {
+        let Some(process) = self.process else {
+            return Ok(());
+        };
+        let root = self.source(mnt, mounted).await?;
+        let process = process.clone();
+        tokio::task::spawn_blocking(move || crate::backend::executable::check(&root, &process))
+            .await
+            .map_err(|e| Error::internal(format!("check the executable: {e}")))?
     }
 
     async fn source(&self, mnt: &Path, mounted: &mut bool) -> Result<PathBuf> {

@@ -175,7 +175,7 @@ impl VmInstance {
 
 #[async_trait]
 impl Instance for VmInstance {
-    async fn start(&self) -> Result<()> {
+    async fn start(&self) -> Result<Option<u32>> {
         let Some((process, ends)) = lock(&self.pending).take() else {
             return Err(Error::precondition("the container was already started"));
         };
@@ -187,7 +187,7 @@ impl Instance for VmInstance {
                 self.init_guest_pid.store(io.pid, Ordering::SeqCst);
                 io::connect(ends, io, self.shared.vm.clone());
                 self.shared.state.send_replace(InitState::Running);
-                Ok(())
+                Ok(None)
             }
             Err(e) => {
                 *lock(&self.pending) = Some((process, ends));

@@ -101,6 +101,8 @@ impl Backend for VmBackend {
             let _ = state::remove_dir(&state_dir);
             e
         };
+        let root = spec::rootfs_dir(&req.spec, &req.bundle, rootfs_mounted);
+        crate::backend::executable::check(&root, spec_process).map_err(undo)?;
 
         let res = req
             .spec
