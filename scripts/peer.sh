@@ -2,15 +2,15 @@
 # containerd 1.6.20's own integration/client suite (../shared/peer) against our shim, on the crun
 # path (default config) and, when the pct backend is available, on the pct path (PVELXC_CONFIG
 # with backend = "pct" and the Proxmox double on PATH). Fails when a path passes fewer tests
-# than its floor: crun >= 89 (everything the stock shim passes here), pct >= the count recorded
-# in the README (PEER_PCT_FLOOR).
+# than its floor: crun >= 89 (everything the stock shim passes here), pct >= 88 (the count
+# recorded in the README's table; PEER_PCT_FLOOR).
 # usage: scripts/peer.sh [crun|pct|all]   (default all)
 set -euo pipefail
 REPO_ROOT=$(cd "$(dirname "$0")/.." && pwd)
 PEER=${PEER_LIB:-$REPO_ROOT/../shared/peer}
 WHAT=${1:-all}
 CRUN_FLOOR=${PEER_CRUN_FLOOR:-89}
-PCT_FLOOR=${PEER_PCT_FLOOR:-0}
+PCT_FLOOR=${PEER_PCT_FLOOR:-88}
 [ -x "$PEER/run.sh" ] || { echo "peer harness not found at $PEER" >&2; exit 1; }
 
 SHIM_DIR=$(mktemp -d /tmp/peer-shim-XXXXXX)
@@ -40,9 +40,21 @@ run_suite() {
     echo "peer[$label]: $last"
 }
 
+# check_floor LABEL FLOOR: a run below the floor is repeated once, and both results are printed.
+# A few of the suite's tests are timing-sensitive with any shim (TestContainerPids samples a
+# `while true; do sleep 1; done` loop between two sleeps; TestContainerKillInit* grep the whole
+# host's `ps ax` for "sleep 1"), so one miss is a flake and two are a regression.
+check_floor() {
+    local label=$1 floor=$2
+    [ "$PASSED" -ge "$floor" ] && return 0
+    echo "peer[$label]: $PASSED passed < floor $floor; running the suite once more"
+    run_suite "$label"
+    [ "$PASSED" -ge "$floor" ] || { echo "peer[$label]: $PASSED passed < floor $floor twice" >&2; exit 1; }
+}
+
 if [ "$WHAT" = crun ] || [ "$WHAT" = all ]; then
     run_suite crun
-    [ "$PASSED" -ge "$CRUN_FLOOR" ] || { echo "peer[crun]: $PASSED passed < floor $CRUN_FLOOR" >&2; exit 1; }
+    check_floor crun "$CRUN_FLOOR"
 fi
 
 if [ "$WHAT" = pct ] || [ "$WHAT" = all ]; then
@@ -57,10 +69,11 @@ if [ "$WHAT" = pct ] || [ "$WHAT" = all ]; then
     init=${PVELXC_INIT_BIN:-$REPO_ROOT/target/x86_64-unknown-linux-gnu/dist/pvelxc-init}
     [ -x "$init" ] || { echo "peer[pct]: static pvelxc-init missing at $init (scripts/setup.sh builds it)" >&2; exit 1; }
     cp "$init" "$SHIM_DIR/pvelxc-init"
-    PVELXC_CONFIG=$cfg PVE_DOUBLE_ROOT=$PCT_ROOT run_suite pct
-    for ct in $(PVE_DOUBLE_ROOT=$PCT_ROOT "$SHIM_DIR/pct" list 2>/dev/null | awk 'NR>1{print $1}'); do
-        PVE_DOUBLE_ROOT=$PCT_ROOT "$SHIM_DIR/pct" destroy "$ct" --force 1 --purge 1 >/dev/null 2>&1 || true
+    export PVELXC_CONFIG=$cfg PVE_DOUBLE_ROOT=$PCT_ROOT
+    run_suite pct
+    check_floor pct "$PCT_FLOOR"
+    for ct in $("$SHIM_DIR/pct" list 2>/dev/null | awk 'NR>1{print $1}'); do
+        "$SHIM_DIR/pct" destroy "$ct" --force 1 --purge 1 >/dev/null 2>&1 || true
     done
     rm -rf "$PCT_ROOT"
-    [ "$PASSED" -ge "$PCT_FLOOR" ] || { echo "peer[pct]: $PASSED passed < floor $PCT_FLOOR" >&2; exit 1; }
 fi
