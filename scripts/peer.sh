@@ -11,13 +11,13 @@ PEER=${PEER_LIB:-$REPO_ROOT/../shared/peer}
 WHAT=${1:-all}
 CRUN_FLOOR=${PEER_CRUN_FLOOR:-89}
 PCT_FLOOR=${PEER_PCT_FLOOR:-88}
-[ -x "$PEER/run.sh" ] || { echo "peer harness not found at $PEER" >&2; exit 1; }
+[ -f "$PEER/run.sh" ] || { echo "peer harness not found at $PEER" >&2; exit 1; }
 
 SHIM_DIR=$(mktemp -d /tmp/peer-shim-XXXXXX)
 trap 'rm -rf "$SHIM_DIR"' EXIT
 cp "$REPO_ROOT/target/release/containerd-shim-pvelxc-v2" "$SHIM_DIR/"
 
-"$PEER/build.sh"
+bash "$PEER/build.sh"
 
 # run_suite LABEL: runs the suite (retrying only when the harness itself failed to come up) and
 # prints the summary; sets PASSED.
@@ -27,7 +27,7 @@ run_suite() {
     # only that kind of failure is retried; the suite's own result never is.
     for try in 1 2 3 4 5; do
         out=$(mktemp)
-        "$PEER/run.sh" io.containerd.pvelxc.v2 "$SHIM_DIR" | tee "$out" | tail -n 40 || true
+        bash "$PEER/run.sh" io.containerd.pvelxc.v2 "$SHIM_DIR" | tee "$out" | tail -n 40 || true
         last=$(tail -n 1 "$out")
         rm -f "$out"
         case $last in
