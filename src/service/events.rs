@@ -61,13 +61,6 @@ impl Events {
         Events { tx }
     }
 
-    /// A sink that drops everything.
-    pub fn discard() -> Self {
-        let (tx, mut rx) = mpsc::unbounded_channel::<Encoded>();
-        tokio::spawn(async move { while rx.recv().await.is_some() {} });
-        Events { tx }
-    }
-
     pub fn send<E: TaskEvent>(&self, ev: E) {
         let value = match ev.write_to_bytes() {
             Ok(v) => v,

@@ -38,13 +38,6 @@ pub fn set_nonblocking(fd: &impl AsFd) -> io::Result<()> {
     Ok(())
 }
 
-pub fn set_blocking(fd: &impl AsFd) -> io::Result<()> {
-    let flags = fcntl(fd.as_fd(), FcntlArg::F_GETFL).map_err(io::Error::from)?;
-    let flags = OFlag::from_bits_truncate(flags) - OFlag::O_NONBLOCK;
-    fcntl(fd.as_fd(), FcntlArg::F_SETFL(flags)).map_err(io::Error::from)?;
-    Ok(())
-}
-
 impl AsyncRead for FdIo {
     fn poll_read(
         self: Pin<&mut Self>,

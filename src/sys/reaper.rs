@@ -52,12 +52,6 @@ pub fn watch(pid: i32) -> oneshot::Receiver<Exit> {
     rx
 }
 
-/// Forget an unclaimed exit (for pids nobody will ever watch, e.g. a reused pid).
-pub fn forget(pid: i32) {
-    let mut t = table().lock().unwrap_or_else(|p| p.into_inner());
-    t.unclaimed.remove(&pid);
-}
-
 fn deliver(pid: i32, exit: Exit) {
     let mut t = table().lock().unwrap_or_else(|p| p.into_inner());
     match t.watchers.remove(&pid) {
