@@ -13,6 +13,7 @@ use crate::conf::PctConfig;
 use crate::error::{die, Context, Result};
 use crate::idmap;
 use crate::paths::Root;
+use crate::profile::Profile;
 use crate::propstr::PropStr;
 use crate::storage::{self, Volume};
 
@@ -107,7 +108,8 @@ pub fn cgroup_limits(conf: &PctConfig, v2: bool) -> Vec<(String, String)> {
         if v2 {
             out.push(("cpu.weight".into(), u.clamp(1, 10000).to_string()));
         } else {
-            out.push(("cpu.shares".into(), u.max(2).to_string()));
+            // the kernel's cpu.shares range (PVE's schema allows 0..500000)
+            out.push(("cpu.shares".into(), u.clamp(2, 262_144).to_string()));
         }
     }
     if let Some(c) = conf.get("cores").and_then(|c| c.parse::<u64>().ok()) {
@@ -170,6 +172,19 @@ pub fn rootfs_path(root: &Root, conf: &PctConfig) -> Result<PathBuf> {
     resolve_volume_path(root, &vol)
 }
 
+/// Volume strings of rootfs and every mpN (storage volumes and host paths alike).
+pub fn volume_ids(conf: &PctConfig) -> Vec<String> {
+    conf.main
+        .keys
+        .iter()
+        .filter(|(k, _)| {
+            k.as_str() == "rootfs"
+                || (k.starts_with("mp") && k.len() > 2 && k[2..].bytes().all(|b| b.is_ascii_digit()))
+        })
+        .filter_map(|(_, v)| PropStr::parse(v, Some("volume")).ok()?.default)
+        .collect()
+}
+
 /// The CT's mount points (mpN), sorted by target path so parents come first.
 pub fn mount_entries(root: &Root, conf: &PctConfig) -> Result<Vec<MountEntry>> {
     let mut out = Vec::new();
@@ -219,8 +234,32 @@ fn env_entries(conf: &PctConfig) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// Does netN ask PVE to configure the interface itself (`host-managed=1`, 6.0.15+ only)?
+pub fn is_host_managed(profile: Profile, net: &PropStr) -> bool {
+    profile.has_host_managed() && net.flag("host-managed")
+}
+
+/// Why a host-managed netN cannot be started by the double (DHCP: there is no DHCP client
+/// or server for CTs here).
+pub fn host_managed_unsupported(i: u32, net: &PropStr) -> Option<String> {
+    for k in ["ip", "ip6"] {
+        if let Some(v @ ("dhcp" | "auto")) = net.get(k) {
+            return Some(format!(
+                "net{i}: host-managed {k}={v} is not supported by pve-double (no DHCP/SLAAC for CTs); use a static {k}=CIDR"
+            ));
+        }
+    }
+    None
+}
+
 /// Render the LXC config for a CT (pure; see [`prepare`] for side effects).
-pub fn render_config(root: &Root, vmid: u32, conf: &PctConfig, v2: bool) -> Result<String> {
+pub fn render_config(
+    root: &Root,
+    vmid: u32,
+    conf: &PctConfig,
+    v2: bool,
+    profile: Profile,
+) -> Result<String> {
     let mut l: Vec<(String, String)> = Vec::new();
     let mut push = |k: &str, v: String| {
         l.push((k.to_string(), v));
@@ -292,8 +331,24 @@ pub fn render_config(root: &Root, vmid: u32, conf: &PctConfig, v2: bool) -> Resu
         if let Some(m) = p.get("mtu") {
             push(&format!("{pre}.mtu"), m.to_string());
         }
-        if !p.flag("link_down") {
-            push(&format!("{pre}.flags"), "up".into());
+        // Without host-managed, PVE leaves the interface inside unconfigured and down (an
+        // unmanaged guest has to bring it up itself).
+        if is_host_managed(profile, p) {
+            if !p.flag("link_down") {
+                push(&format!("{pre}.flags"), "up".into());
+            }
+            if let Some(ip) = p.get("ip").filter(|v| v.contains('/')) {
+                push(&format!("{pre}.ipv4.address"), ip.to_string());
+                if let Some(gw) = p.get("gw") {
+                    push(&format!("{pre}.ipv4.gateway"), gw.to_string());
+                }
+            }
+            if let Some(ip) = p.get("ip6").filter(|v| v.contains('/')) {
+                push(&format!("{pre}.ipv6.address"), ip.to_string());
+                if let Some(gw) = p.get("gw6") {
+                    push(&format!("{pre}.ipv6.gateway"), gw.to_string());
+                }
+            }
         }
     }
     if conf.get("console") == Some("0") {
@@ -343,7 +398,7 @@ pub fn render_config(root: &Root, vmid: u32, conf: &PctConfig, v2: bool) -> Resu
 }
 
 /// Create mount targets inside the rootfs (owned by the CT's root) without following symlinks.
-fn create_mount_target(rootfs: &Path, rel: &str, unpriv: bool) -> Result<()> {
+pub fn create_mount_target(rootfs: &Path, rel: &str, unpriv: bool) -> Result<()> {
     let mut cur = rootfs.to_path_buf();
     for part in rel.split('/') {
         cur.push(part);
@@ -413,6 +468,10 @@ pub fn clear_stale_cgroups(vmid: u32) -> Result<()> {
 
 /// Everything `pct start` does before lxc-start: checks, mount targets, LXC config file.
 pub fn prepare(root: &Root, vmid: u32, conf: &PctConfig) -> Result<()> {
+    let profile = Profile::load(Some(&root.root))?;
+    for vol in volume_ids(conf) {
+        storage::activate(root, &vol)?;
+    }
     let rootfs = rootfs_path(root, conf)?;
     if !rootfs.is_dir() {
         return Err(die(format!("rootfs '{}' does not exist", rootfs.display())));
@@ -421,6 +480,11 @@ pub fn prepare(root: &Root, vmid: u32, conf: &PctConfig) -> Result<()> {
         if let Some(b) = p.get("bridge") {
             if !Path::new("/sys/class/net").join(b).join("bridge").is_dir() {
                 return Err(die(format!("net{i}: bridge '{b}' does not exist")));
+            }
+        }
+        if is_host_managed(profile, &p) {
+            if let Some(m) = host_managed_unsupported(i, &p) {
+                return Err(die(m));
             }
         }
     }
@@ -439,7 +503,7 @@ pub fn prepare(root: &Root, vmid: u32, conf: &PctConfig) -> Result<()> {
         create_mount_target(&rootfs, &m.target, unpriv)?;
     }
     clear_stale_cgroups(vmid)?;
-    let text = render_config(root, vmid, conf, host_is_cgroup2())?;
+    let text = render_config(root, vmid, conf, host_is_cgroup2(), profile)?;
     let dir = root.lxc_dir(vmid);
     fs::create_dir_all(&dir).ctx(|| format!("unable to create '{}'", dir.display()))?;
     fs::set_permissions(&dir, fs::Permissions::from_mode(0o755))
@@ -610,6 +674,9 @@ pub fn exec_attach(root: &Root, vmid: u32, keep_env: bool, args: &[String]) -> i
 
 /// Bind-mount the rootfs at `$ROOT/lxc/<vmid>/rootfs` (pct mount).
 pub fn mount_rootfs(root: &Root, vmid: u32, conf: &PctConfig) -> Result<PathBuf> {
+    for vol in volume_ids(conf) {
+        storage::activate(root, &vol)?;
+    }
     let src = rootfs_path(root, conf)?;
     let dst = root.lxc_dir(vmid).join("rootfs");
     fs::create_dir_all(&dst).ctx(|| format!("unable to create '{}'", dst.display()))?;
@@ -655,10 +722,10 @@ mod tests {
     #[test]
     fn config_rendering() {
         let (conf, _) = PctConfig::parse(
-            "cores: 1\ncpulimit: 1.5\nentrypoint: /.pvelxc/init run\nenv: A=1\0B=x y\nhostname: web\nmemory: 256\nmp0: /srv/h,mp=/mnt/h,ro=1\nostype: unmanaged\nrootfs: local-lvm:subvol-101-disk-0,size=4G\nswap: 0\nunprivileged: 1\nlxc.init.cwd: /tmp\n",
+            "cores: 1\ncpulimit: 1.5\nentrypoint: /.pvelxc/init run\nenv: A=1\0B=x y\nhostname: web\nmemory: 256\nmp0: /srv/h,mp=/mnt/h,ro=1\nostype: unmanaged\nrootfs: /R/storage/ct101\nswap: 0\nunprivileged: 1\nlxc.init.cwd: /tmp\n",
             101,
         );
-        let t = render_config(&root(), 101, &conf, false).unwrap();
+        let t = render_config(&root(), 101, &conf, false, Profile::Pve91).unwrap();
         for want in [
             "lxc.include = /usr/share/lxc/config/common.conf\n",
             "lxc.include = /usr/share/lxc/config/userns.conf\n",
@@ -668,7 +735,7 @@ mod tests {
             "lxc.cgroup.memory.limit_in_bytes = 268435456\n",
             "lxc.cgroup.cpu.cfs_quota_us = 150000\n",
             "lxc.cgroup.cpuset.cpus = 0\n",
-            "lxc.rootfs.path = dir:/R/storage/local-lvm/subvol-101-disk-0\n",
+            "lxc.rootfs.path = dir:/R/storage/ct101\n",
             "lxc.net.0.type = empty\n",
             "lxc.apparmor.profile = unconfined\n",
             "lxc.autodev = 1\n",
@@ -681,7 +748,7 @@ mod tests {
             assert!(t.contains(want), "missing {want:?} in\n{t}");
         }
         assert!(t.ends_with("lxc.init.cwd = /tmp\n"));
-        let t2 = render_config(&root(), 101, &conf, true).unwrap();
+        let t2 = render_config(&root(), 101, &conf, true, Profile::Pve91).unwrap();
         assert!(t2.contains("lxc.cgroup2.memory.max = 268435456\n"));
         assert!(t2.contains("lxc.cgroup2.memory.swap.max = 0\n"));
         assert!(t2.contains("lxc.cgroup2.cpu.max = 150000 100000\n"));
@@ -693,11 +760,64 @@ mod tests {
             "net0: name=eth0,bridge=vmbr0,hwaddr=BC:24:11:00:00:01,type=veth\nrootfs: /srv/ct\n",
             100,
         );
-        let t = render_config(&root(), 100, &conf, false).unwrap();
+        let t = render_config(&root(), 100, &conf, false, Profile::Pve91).unwrap();
         assert!(t.contains("lxc.init.cmd = /sbin/init\n"));
         assert!(t.contains("lxc.net.0.type = veth\nlxc.net.0.veth.pair = veth100i0\n"));
         assert!(t.contains("lxc.net.0.link = vmbr0\n"));
         assert!(!t.contains("lxc.idmap"));
         assert!(t.contains("lxc.rootfs.path = dir:/srv/ct\n"));
+    }
+
+    #[test]
+    fn networking_per_profile() {
+        let (conf, _) = PctConfig::parse(
+            "net0: name=eth0,bridge=vmbr0,gw=10.0.0.1,host-managed=1,hwaddr=BC:24:11:00:00:01,ip=10.0.0.2/24,type=veth\nnet1: name=eth1,bridge=vmbr0,ip=10.0.1.2/24,type=veth\nrootfs: /srv/ct\n",
+            100,
+        );
+        let t = render_config(&root(), 100, &conf, false, Profile::Pve91).unwrap();
+        assert!(t.contains("lxc.net.0.flags = up\n"), "{t}");
+        assert!(t.contains("lxc.net.0.ipv4.address = 10.0.0.2/24\n"));
+        assert!(t.contains("lxc.net.0.ipv4.gateway = 10.0.0.1\n"));
+        assert!(!t.contains("lxc.net.1.flags"), "{t}");
+        assert!(!t.contains("lxc.net.1.ipv4"), "{t}");
+        for p in [Profile::Pve8, Profile::Pve90] {
+            let t = render_config(&root(), 100, &conf, false, p).unwrap();
+            assert!(!t.contains(".flags = up"), "{t}");
+            assert!(!t.contains(".ipv4."), "{t}");
+            assert!(t.contains("lxc.net.0.link = vmbr0\n"));
+        }
+        let (_, n) = &nets(&conf).unwrap()[0];
+        assert!(host_managed_unsupported(0, n).is_none());
+        let d = PropStr::parse("name=eth0,host-managed=1,ip=dhcp", None).unwrap();
+        assert!(host_managed_unsupported(0, &d)
+            .unwrap()
+            .contains("ip=dhcp is not supported"));
+    }
+
+    #[test]
+    fn raw_lxc_lines_override_on_every_profile() {
+        let (conf, _) = PctConfig::parse("rootfs: /srv/ct\nlxc.init.cmd: /x\n", 100);
+        for p in [Profile::Pve8, Profile::Pve90, Profile::Pve91] {
+            let t = render_config(&root(), 100, &conf, false, p).unwrap();
+            let last = t
+                .lines()
+                .filter(|l| l.starts_with("lxc.init.cmd = "))
+                .last()
+                .unwrap();
+            assert_eq!(last, "lxc.init.cmd = /x");
+            assert!(t.contains("lxc.init.cmd = /sbin/init\n"));
+        }
+    }
+
+    #[test]
+    fn cpu_units() {
+        let (conf, _) = PctConfig::parse("cpuunits: 500000\n", 100);
+        let v2 = cgroup_limits(&conf, true);
+        assert!(v2.contains(&("cpu.weight".into(), "10000".into())));
+        let v1 = cgroup_limits(&conf, false);
+        assert!(v1.contains(&("cpu.shares".into(), "262144".into())));
+        let (conf, _) = PctConfig::parse("cpuunits: 0\n", 100);
+        assert!(cgroup_limits(&conf, true).contains(&("cpu.weight".into(), "1".into())));
+        assert!(cgroup_limits(&conf, false).contains(&("cpu.shares".into(), "2".into())));
     }
 }
