@@ -300,3 +300,43 @@ pub fn all_vmids(root: &Root) -> Vec<u32> {
     out.sort_unstable();
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(a: &[&str]) -> Vec<String> {
+        a.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn entrypoint_env_only_from_6_0_15() {
+        for cmd in ["create", "set"] {
+            let args: &[&str] = if cmd == "create" {
+                &["100", "local:vztmpl/x.tar", "--entrypoint", "/bin/sh"]
+            } else {
+                &["100", "--entrypoint", "/bin/sh"]
+            };
+            let ok = spec_for(cmd, Profile::Pve91).parse(&v(args)).unwrap();
+            assert_eq!(ok.opt("entrypoint"), Some("/bin/sh"));
+            for p in [Profile::Pve8, Profile::Pve90] {
+                let spec = spec_for(cmd, p);
+                let (msg, code) = spec.parse(&v(args)).unwrap_err().render();
+                assert_eq!(code, 255);
+                assert_eq!(
+                    msg,
+                    format!(
+                        "Unknown option: entrypoint\n400 unable to parse option\n\n{}\n",
+                        spec.usage()
+                    )
+                );
+                let e = spec
+                    .parse(&v(&["100", "x", "--env", "A=1"]))
+                    .unwrap_err()
+                    .render()
+                    .0;
+                assert!(e.starts_with("Unknown option: env\n"), "{e}");
+            }
+        }
+    }
+}

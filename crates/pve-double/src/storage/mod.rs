@@ -64,13 +64,23 @@ pub fn parse_volume(s: &str) -> std::result::Result<Volume, String> {
     }
 }
 
-/// Format a size like PVE (`4G`, `512M`).
+/// Format a size like PVE::JSONSchema::format_size of the allocated size (`4G`, `512M`,
+/// `1T`, and `0T` for size 0).
 pub fn format_size_gib(g: f64) -> String {
-    if g.fract() == 0.0 {
-        format!("{}G", g as u64)
-    } else {
-        format!("{}M", (g * 1024.0).round() as u64)
+    let kb = size_kib(g);
+    let mb = kb / 1024;
+    if mb * 1024 != kb {
+        return format!("{kb}K");
     }
+    let gb = mb / 1024;
+    if gb * 1024 != mb {
+        return format!("{mb}M");
+    }
+    let tb = gb / 1024;
+    if tb * 1024 != gb {
+        return format!("{gb}G");
+    }
+    format!("{tb}T")
 }
 
 /// KiB of a GiB size as PVE computes it (`int(size_gb * 1024) * 1024`).
@@ -293,6 +303,9 @@ mod tests {
         assert!(parse_volume("nonsense").is_err());
         assert_eq!(format_size_gib(4.0), "4G");
         assert_eq!(format_size_gib(0.5), "512M");
+        assert_eq!(format_size_gib(0.1), "102M");
+        assert_eq!(format_size_gib(0.0), "0T");
+        assert_eq!(format_size_gib(2048.0), "2T");
         assert_eq!(size_kib(0.5), 512 * 1024);
         assert_eq!(size_kib(0.0), 0);
         assert_eq!(volume_owner("subvol-123-disk-1"), Some(123));
