@@ -12,6 +12,7 @@ pub mod idmap;
 pub mod latency;
 pub mod lock;
 pub mod lxc;
+pub mod lxcconf;
 pub mod paths;
 pub mod profile;
 pub mod propstr;

@@ -42,10 +42,9 @@ impl Profile {
             _ => {
                 let file = root.map(|r| r.join("profile"));
                 match file.as_ref().and_then(|f| std::fs::read_to_string(f).ok()) {
-                    Some(v) if !v.trim().is_empty() => (
-                        v,
-                        file.map(|f| f.display().to_string()).unwrap_or_default(),
-                    ),
+                    Some(v) if !v.trim().is_empty() => {
+                        (v, file.map(|f| f.display().to_string()).unwrap_or_default())
+                    }
                     _ => return Ok(Profile::Pve91),
                 }
             }

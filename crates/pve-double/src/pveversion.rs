@@ -78,10 +78,7 @@ pub fn run(p: Profile, kernel: &str, args: &[String]) -> Result<String> {
             let mut msg = String::new();
             for a in args {
                 if a.starts_with('-') && !matches!(a.as_str(), "-v" | "--verbose" | "-verbose") {
-                    msg.push_str(&format!(
-                        "Unknown option: {}\n",
-                        a.trim_start_matches('-')
-                    ));
+                    msg.push_str(&format!("Unknown option: {}\n", a.trim_start_matches('-')));
                 }
             }
             msg.push_str("USAGE: pveversion [--verbose]");
@@ -138,7 +135,10 @@ mod tests {
                 lines[1].starts_with(&format!("pve-manager: {mgr} (running version: {mgr}/")),
                 "{o}"
             );
-            assert!(lines.contains(&format!("pve-container: {ct}").as_str()), "{o}");
+            assert!(
+                lines.contains(&format!("pve-container: {ct}").as_str()),
+                "{o}"
+            );
             assert!(lines.contains(&format!("lxc-pve: {lxc}").as_str()), "{o}");
             let names: Vec<&str> = lines[2..]
                 .iter()

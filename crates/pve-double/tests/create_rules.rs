@@ -12,7 +12,10 @@ use common::*;
 fn assert_gone(env: &Env, vmid: u32) {
     assert!(!env.root.join(format!("etc/pve/lxc/{vmid}.conf")).exists());
     assert!(env.dir_is_empty("storage/local-lvm"), "volume left behind");
-    assert!(env.dir_is_empty("storage/local-lvm.thin"), "image left behind");
+    assert!(
+        env.dir_is_empty("storage/local-lvm.thin"),
+        "image left behind"
+    );
     let mounts = fs::read_to_string("/proc/self/mountinfo").unwrap();
     assert!(
         !mounts.contains(&env.root.display().to_string()),
@@ -51,7 +54,10 @@ fn unprivileged_extraction_runs_in_the_user_namespace() {
     let vol = env.root.join("storage/local-lvm/vm-8301-disk-0");
     assert_eq!(fs::metadata(&vol).unwrap().uid(), 100_000);
     assert_eq!(fs::metadata(vol.join("etc/owned")).unwrap().uid(), 101_000);
-    assert_eq!(fs::metadata(vol.join("bin/busybox")).unwrap().gid(), 100_000);
+    assert_eq!(
+        fs::metadata(vol.join("bin/busybox")).unwrap().gid(),
+        100_000
+    );
 
     // an entry owned by a uid outside the 65536 mapped ids fails the create
     env.pack("bad.tar", |_| {}, &["--owner=70000"]);
@@ -65,11 +71,17 @@ fn unprivileged_extraction_runs_in_the_user_namespace() {
         ],
         "unable to create CT 8302 - command 'lxc-usernsexec -m u:0:100000:65536 -m g:0:100000:65536 -- tar xpf - --totals --one-file-system -p --sparse --numeric-owner --acls --xattrs '--xattrs-include=user.*' --xattrs-include=security.capability --warning=no-file-ignored --warning=no-xattr-write -C ",
     );
-    assert!(all.contains("Cannot change ownership to uid 70000"), "{all}");
+    assert!(
+        all.contains("Cannot change ownership to uid 70000"),
+        "{all}"
+    );
     assert!(all.ends_with("failed: exit code 2\n"), "{all}");
     assert!(!env.root.join("etc/pve/lxc/8302.conf").exists());
     assert!(!env.root.join("storage/local-lvm/vm-8302-disk-0").exists());
-    assert!(!env.root.join("storage/local-lvm.thin/vm-8302-disk-0.raw").exists());
+    assert!(!env
+        .root
+        .join("storage/local-lvm.thin/vm-8302-disk-0.raw")
+        .exists());
 
     // pct mount works on the loop volume; destroy unmounts and removes it
     let m = env.pct_ok(&["mount", "8301"]);
@@ -141,7 +153,13 @@ fn lvmthin_size_is_a_hard_cap() {
     );
     assert_gone(&env, 8303);
     env.pct_fails(
-        &["create", "8303", "local:vztmpl/busybox.tar", "--rootfs", "nas:1"],
+        &[
+            "create",
+            "8303",
+            "local:vztmpl/busybox.tar",
+            "--rootfs",
+            "nas:1",
+        ],
         "storage 'nas' does not exist",
     );
     env.pct_fails(
@@ -149,7 +167,10 @@ fn lvmthin_size_is_a_hard_cap() {
         "storage: storage 'local' does not support container directories",
     );
     let cfg = fs::read_to_string(env.root.join("etc/pve/storage.cfg")).unwrap();
-    assert!(cfg.contains("lvmthin: local-lvm\n\tthinpool data\n"), "{cfg}");
+    assert!(
+        cfg.contains("lvmthin: local-lvm\n\tthinpool data\n"),
+        "{cfg}"
+    );
 }
 
 #[test]
@@ -161,7 +182,13 @@ fn zfs_install_has_local_zfs_directories() {
     let env = Env::new("zfs", &[8304]);
     fs::write(env.root.join("install"), "zfs\n").unwrap();
     env.pct_fails(
-        &["create", "8304", "local:vztmpl/busybox.tar", "--rootfs", "local-lvm:1"],
+        &[
+            "create",
+            "8304",
+            "local:vztmpl/busybox.tar",
+            "--rootfs",
+            "local-lvm:1",
+        ],
         "storage 'local-lvm' does not exist",
     );
     env.pct_ok(&[
@@ -224,7 +251,10 @@ fn mount_points_are_mounted_during_extraction() {
         "mp0 must be unmounted after create"
     );
     env.pct_ok(&["destroy", "8305"]);
-    assert!(host.join("x").exists(), "bind-mounted host dir survives destroy");
+    assert!(
+        host.join("x").exists(),
+        "bind-mounted host dir survives destroy"
+    );
 }
 
 #[test]
@@ -301,9 +331,17 @@ fn unknown_profile_is_an_error() {
         return;
     }
     let env = Env::new("badprof", &[]);
-    let o = env.cmd(PCT, &["list"]).env("PVE_DOUBLE_PROFILE", "pve7").output().unwrap();
+    let o = env
+        .cmd(PCT, &["list"])
+        .env("PVE_DOUBLE_PROFILE", "pve7")
+        .output()
+        .unwrap();
     assert_eq!(o.status.code(), Some(255));
-    assert!(text(&o.stderr).contains("unknown profile 'pve7'"), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stderr).contains("unknown profile 'pve7'"),
+        "{}",
+        text(&o.stderr)
+    );
     let o = env
         .cmd(PVEVERSION, &[])
         .env("PVE_DOUBLE_PROFILE", "pve9.0")

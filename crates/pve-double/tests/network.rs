@@ -50,7 +50,10 @@ fn create_on_bridge(env: &Env, vmid: &str, net0: &str) {
     fs::write(&cf, c).unwrap();
     env.pct_ok(&["start", vmid]);
     let master = fs::read_link(format!("/sys/class/net/veth{vmid}i0/master")).unwrap();
-    assert!(master.ends_with(BRIDGE), "veth not on the bridge: {master:?}");
+    assert!(
+        master.ends_with(BRIDGE),
+        "veth not on the bridge: {master:?}"
+    );
 }
 
 #[test]
@@ -67,7 +70,17 @@ fn host_managed_only_on_9_1() {
         "8307",
         "name=eth0,bridge=vmbrdbl0,host-managed=1,ip=10.213.0.7/24,gw=10.213.0.1",
     );
-    let o = new.pct(&["exec", "8307", "--", "ping", "-c", "1", "-W", "5", "10.213.0.1"]);
+    let o = new.pct(&[
+        "exec",
+        "8307",
+        "--",
+        "ping",
+        "-c",
+        "1",
+        "-W",
+        "5",
+        "10.213.0.1",
+    ]);
     assert_eq!(
         o.status.code(),
         Some(0),
@@ -76,7 +89,11 @@ fn host_managed_only_on_9_1() {
         text(&o.stderr)
     );
     let o = new.pct(&["exec", "8307", "--", "ip", "route"]);
-    assert!(text(&o.stdout).contains("default via 10.213.0.1"), "{}", text(&o.stdout));
+    assert!(
+        text(&o.stdout).contains("default via 10.213.0.1"),
+        "{}",
+        text(&o.stdout)
+    );
     new.pct_ok(&["stop", "8307"]);
     // host-managed DHCP: refused at start with a clear reason
     new.pct_ok(&[
@@ -86,9 +103,17 @@ fn host_managed_only_on_9_1() {
         "name=eth0,bridge=vmbrdbl0,host-managed=1,ip=dhcp",
     ]);
     let all = new.pct_fails(&["start", "8307"], "startup for container '8307' failed");
-    assert!(all.contains("host-managed ip=dhcp is not supported"), "{all}");
+    assert!(
+        all.contains("host-managed ip=dhcp is not supported"),
+        "{all}"
+    );
     // without host-managed (9.1): down and unconfigured
-    new.pct_ok(&["set", "8307", "--net0", "name=eth0,bridge=vmbrdbl0,ip=10.213.0.7/24"]);
+    new.pct_ok(&[
+        "set",
+        "8307",
+        "--net0",
+        "name=eth0,bridge=vmbrdbl0,ip=10.213.0.7/24",
+    ]);
     new.pct_ok(&["start", "8307"]);
     let o = new.pct(&["exec", "8307", "--", "cat", "/sys/class/net/eth0/operstate"]);
     assert_eq!(text(&o.stdout), "down\n");
@@ -96,14 +121,39 @@ fn host_managed_only_on_9_1() {
 
     let old = Env::new("net8", &[8308]);
     old.set_profile("pve8");
-    create_on_bridge(&old, "8308", "name=eth0,bridge=vmbrdbl0,ip=10.213.0.8/24,gw=10.213.0.1");
+    create_on_bridge(
+        &old,
+        "8308",
+        "name=eth0,bridge=vmbrdbl0,ip=10.213.0.8/24,gw=10.213.0.1",
+    );
     let o = old.pct(&["exec", "8308", "--", "cat", "/sys/class/net/eth0/operstate"]);
     assert_eq!(text(&o.stdout), "down\n", "pve8: eth0 must stay down");
     let o = old.pct(&["exec", "8308", "--", "ip", "-4", "addr", "show", "eth0"]);
-    assert!(!text(&o.stdout).contains("10.213.0.8"), "{}", text(&o.stdout));
-    let o = old.pct(&["exec", "8308", "--", "ping", "-c", "1", "-W", "1", "10.213.0.1"]);
-    assert_ne!(o.status.code(), Some(0), "pve8 CT must not reach the bridge");
+    assert!(
+        !text(&o.stdout).contains("10.213.0.8"),
+        "{}",
+        text(&o.stdout)
+    );
+    let o = old.pct(&[
+        "exec",
+        "8308",
+        "--",
+        "ping",
+        "-c",
+        "1",
+        "-W",
+        "1",
+        "10.213.0.1",
+    ]);
+    assert_ne!(
+        o.status.code(),
+        Some(0),
+        "pve8 CT must not reach the bridge"
+    );
     old.pct_ok(&["stop", "8308"]);
     let cfg = fs::read_to_string(old.root.join("lxc/8308/config")).unwrap();
-    assert!(!cfg.contains("flags = up") && !cfg.contains("ipv4"), "{cfg}");
+    assert!(
+        !cfg.contains("flags = up") && !cfg.contains("ipv4"),
+        "{cfg}"
+    );
 }

@@ -35,7 +35,17 @@ pub fn shell_quote(s: &str) -> String {
             b.is_ascii_alphanumeric()
                 || matches!(
                     b,
-                    b'_' | b'!' | b'%' | b'+' | b',' | b'-' | b'.' | b'/' | b':' | b'=' | b'@' | b'^'
+                    b'_' | b'!'
+                        | b'%'
+                        | b'+'
+                        | b','
+                        | b'-'
+                        | b'.'
+                        | b'/'
+                        | b':'
+                        | b'='
+                        | b'@'
+                        | b'^'
                 )
         });
     if safe {
@@ -185,7 +195,13 @@ pub fn mount_mps(
             nix::mount::MsFlags::MS_BIND | nix::mount::MsFlags::MS_REC,
             None::<&str>,
         )
-        .ctx(|| format!("unable to mount '{}' at '{}'", m.source.display(), dst.display()))?;
+        .ctx(|| {
+            format!(
+                "unable to mount '{}' at '{}'",
+                m.source.display(),
+                dst.display()
+            )
+        })?;
         mounted.0.push(dst);
     }
     Ok(mounted)
@@ -197,7 +213,10 @@ mod tests {
 
     #[test]
     fn quoting() {
-        assert_eq!(shell_quote("--xattrs-include=user.*"), "'--xattrs-include=user.*'");
+        assert_eq!(
+            shell_quote("--xattrs-include=user.*"),
+            "'--xattrs-include=user.*'"
+        );
         assert_eq!(shell_quote("./dev/*"), "'./dev/*'");
         assert_eq!(shell_quote("u:0:100000:65536"), "u:0:100000:65536");
         assert_eq!(shell_quote("a b'c"), "'a b'\\''c'");

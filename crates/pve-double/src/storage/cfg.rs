@@ -211,7 +211,10 @@ mod tests {
         assert_eq!(l[1].prop("vgname"), Some("pve"));
         assert!(l[1].has_content("rootdir"));
         let z = parse(&default_text(Flavour::Zfs)).unwrap();
-        assert_eq!((z[1].sid.as_str(), &z[1].kind), ("local-zfs", &Kind::ZfsPool));
+        assert_eq!(
+            (z[1].sid.as_str(), &z[1].kind),
+            ("local-zfs", &Kind::ZfsPool)
+        );
         assert_eq!(z[1].prop("pool"), Some("rpool/data"));
         let b = parse(&default_text(Flavour::Btrfs)).unwrap();
         assert_eq!(b[1].kind, Kind::Btrfs);

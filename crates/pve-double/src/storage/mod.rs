@@ -147,7 +147,13 @@ pub fn activate(root: &Root, volid: &str) -> Result<()> {
 
 /// Allocate a new volume of `size_gib` on `sid` for `vmid`, its root owned by `owner`;
 /// returns the volume id.
-pub fn alloc(root: &Root, sid: &str, vmid: u32, size_gib: f64, owner: (u32, u32)) -> Result<String> {
+pub fn alloc(
+    root: &Root,
+    sid: &str,
+    vmid: u32,
+    size_gib: f64,
+    owner: (u32, u32),
+) -> Result<String> {
     let def = check_storage(root, sid)?;
     if !supports_rootdir(&def) {
         return Err(die(format!(

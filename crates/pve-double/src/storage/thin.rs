@@ -41,7 +41,11 @@ fn run(argv: &[&str]) -> Result<()> {
         return Ok(());
     }
     let err = String::from_utf8_lossy(&out.stderr);
-    let last = err.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("");
+    let last = err
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("");
     Err(die(format!(
         "command '{}' failed: exit code {}{}",
         argv.join(" "),

@@ -84,7 +84,10 @@ impl Env {
         let o = self.pct(args);
         let all = format!("{}{}", text(&o.stdout), text(&o.stderr));
         assert_eq!(o.status.code(), Some(255), "pct {args:?}: {all}");
-        assert!(text(&o.stderr).contains(want), "pct {args:?}: want {want:?} in {all}");
+        assert!(
+            text(&o.stderr).contains(want),
+            "pct {args:?}: want {want:?} in {all}"
+        );
         all
     }
 
@@ -150,4 +153,3 @@ pub fn wait_for(p: &Path, timeout: Duration) -> bool {
     }
     false
 }
-
