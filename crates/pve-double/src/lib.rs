@@ -47,6 +47,7 @@ fn pct(argv: &[String]) -> Result<()> {
     calls::record(&root, "pct", args);
     latency::pause(Some(&root.root));
     let profile = profile::Profile::load(Some(&root.root))?;
+    storage::cfg::ensure(&root)?;
     let faults = faults::Faults::load(&root);
     let Some(first) = args.first() else {
         return Err(PveError::UnknownCommand {
@@ -89,6 +90,7 @@ fn pvesh(argv: &[String]) -> Result<()> {
     calls::record(&root, "pvesh", args);
     latency::pause(Some(&root.root));
     profile::Profile::load(Some(&root.root))?;
+    storage::cfg::ensure(&root)?;
     let faults = faults::Faults::load(&root);
     if let Some(d) = faults.delay("pvesh") {
         std::thread::sleep(d);

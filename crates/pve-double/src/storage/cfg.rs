@@ -186,6 +186,15 @@ pub fn load(root: &Root) -> Result<Vec<StorageDef>> {
     parse(&text).map_err(die)
 }
 
+/// Write the install default when storage.cfg is missing (every pct/pvesh call does this, so a
+/// root is complete after its first call); a malformed file is left to the commands using it.
+pub fn ensure(root: &Root) -> Result<()> {
+    if cfg_path(root).exists() {
+        return Ok(());
+    }
+    load(root).map(|_| ())
+}
+
 /// The named storage; message as PVE::Storage::storage_config.
 pub fn lookup(root: &Root, sid: &str) -> Result<StorageDef> {
     load(root)?
