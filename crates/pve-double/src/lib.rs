@@ -3,6 +3,7 @@
 //! See README.md for the contract, the state layout and fault injection.
 
 pub mod calls;
+pub mod cluster;
 pub mod cmd;
 pub mod conf;
 pub mod error;
