@@ -12,6 +12,7 @@ pub mod getopt;
 pub mod idmap;
 pub mod lock;
 pub mod lxc;
+pub mod manager;
 pub mod paths;
 pub mod propstr;
 pub mod pvesh;
