@@ -16,6 +16,7 @@ pub mod manager;
 pub mod paths;
 pub mod propstr;
 pub mod pvesh;
+pub mod shape;
 pub mod storage;
 pub mod vmid;
 

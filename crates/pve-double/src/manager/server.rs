@@ -176,7 +176,7 @@ fn start_unit(m: &Manager, vmid: u32, timeout: Duration) -> serde_json::Value {
         Err(e) => return json!({"ok": false, "unit_ran": false, "error": e.to_string()}),
     };
     let (cg_fds, cg_log) = unit::prepare_cgroups(vmid);
-    for l in &cg_log {
+    for l in cg_log.iter().chain(unit::rlimit_shortfalls().iter()) {
         log(&format!("{unit_name}: {l}"));
     }
     let pid = {

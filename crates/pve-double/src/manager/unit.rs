@@ -16,6 +16,8 @@ use crate::paths::Root;
 pub const UNIT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 const INF: u64 = libc::RLIM_INFINITY;
+/// capability number (linux/capability.h)
+const CAP_SYS_RESOURCE: u32 = 24;
 
 /// systemd's defaults for system services: the kernel's limits of PID 1 plus systemd's
 /// `DefaultLimitNOFILE=1024:524288` (v240+) and `DefaultLimitMEMLOCK=8M` (v253+; also the
@@ -45,6 +47,38 @@ pub fn systemd_rlimits() -> Vec<(libc::__rlimit_resource_t, u64, u64)> {
         (libc::RLIMIT_RTPRIO, 0, 0),
         (libc::RLIMIT_RTTIME, INF, INF),
     ]
+}
+
+/// Limits the unit cannot get as systemd would give them (our hard limit is lower and
+/// raising it needs CAP_SYS_RESOURCE), as log lines.
+pub fn rlimit_shortfalls() -> Vec<String> {
+    let mut out = Vec::new();
+    for (res, _, max) in systemd_rlimits() {
+        let mut old = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit writes into the struct we pass.
+        if unsafe { libc::getrlimit(res, &mut old) } == 0 && old.rlim_max < max {
+            let cap_ok = nix::unistd::geteuid().is_root()
+                && fs::read_to_string("/proc/self/status")
+                    .map(|s| {
+                        s.lines()
+                            .find_map(|l| l.strip_prefix("CapEff:"))
+                            .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+                            .map(|c| c & (1 << CAP_SYS_RESOURCE) != 0)
+                            .unwrap_or(false)
+                    })
+                    .unwrap_or(false);
+            if !cap_ok {
+                out.push(format!(
+                    "rlimit {res}: hard limit {} below systemd's {max} (no CAP_SYS_RESOURCE)",
+                    old.rlim_max
+                ));
+            }
+        }
+    }
+    out
 }
 
 /// Hierarchies and the manager's own cgroup in each: (mount dir, cgroup path).
@@ -168,7 +202,17 @@ pub fn command(root: &Root, vmid: u32, stderr: File, cgroups: &[OwnedFd]) -> Com
                     rlim_cur: *cur,
                     rlim_max: *max,
                 };
-                libc::setrlimit(*res, &rl);
+                if libc::setrlimit(*res, &rl) != 0 {
+                    // no CAP_SYS_RESOURCE to raise a hard limit: the closest allowed values
+                    let mut old: libc::rlimit = std::mem::zeroed();
+                    if libc::getrlimit(*res, &mut old) == 0 {
+                        let rl = libc::rlimit {
+                            rlim_cur: (*cur).min(old.rlim_max),
+                            rlim_max: (*max).min(old.rlim_max),
+                        };
+                        libc::setrlimit(*res, &rl);
+                    }
+                }
             }
             let mut empty: libc::sigset_t = std::mem::zeroed();
             libc::sigemptyset(&mut empty);
