@@ -73,7 +73,8 @@ pub fn ensure_tree(root: &Root) -> Result<()> {
         root.root.join("run"),
     ] {
         if !d.is_dir() {
-            fs::create_dir_all(&d).ctx(|| format!("unable to create directory '{}'", d.display()))?;
+            fs::create_dir_all(&d)
+                .ctx(|| format!("unable to create directory '{}'", d.display()))?;
         }
     }
     migrate_flat_dir(root, &pve.join("lxc"))?;
@@ -103,12 +104,7 @@ fn migrate_flat_dir(root: &Root, flat: &Path) -> Result<()> {
     match fs::rename(flat, &aside) {
         Ok(()) => {}
         Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
-        Err(e) => {
-            return Err(die(format!(
-                "unable to migrate '{}' - {e}",
-                flat.display()
-            )))
-        }
+        Err(e) => return Err(die(format!("unable to migrate '{}' - {e}", flat.display()))),
     }
     let dest = root.conf_dir();
     for e in fs::read_dir(&aside).ctx(|| format!("unable to read '{}'", aside.display()))? {
@@ -348,7 +344,9 @@ pub fn render_vmlist(guests: &[Guest], prev: &Previous) -> String {
         let rows: Vec<String> = entries
             .iter()
             .map(|(id, (node, ty, ver))| {
-                format!("\"{id}\": {{ \"node\": \"{node}\", \"type\": \"{ty}\", \"version\": {ver} }}")
+                format!(
+                    "\"{id}\": {{ \"node\": \"{node}\", \"type\": \"{ty}\", \"version\": {ver} }}"
+                )
             })
             .collect();
         s.push_str(&rows.join(",\n"));
@@ -413,10 +411,7 @@ mod tests {
     use std::path::PathBuf;
 
     fn tmp_root(tag: &str) -> Root {
-        let dir = PathBuf::from(format!(
-            "/tmp/shape-unit-{tag}-{}",
-            std::process::id()
-        ));
+        let dir = PathBuf::from(format!("/tmp/shape-unit-{tag}-{}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(&dir).unwrap();
         Root {
@@ -445,7 +440,10 @@ mod tests {
         let mut ids = BTreeMap::new();
         ids.insert(100, ("pve".to_string(), "lxc".to_string(), 1));
         ids.insert(101, ("pve2".to_string(), "qemu".to_string(), 2));
-        let t = render_vmlist(&[g(100, "pve", Kind::Lxc), g(102, "pve", Kind::Lxc)], &(2, ids));
+        let t = render_vmlist(
+            &[g(100, "pve", Kind::Lxc), g(102, "pve", Kind::Lxc)],
+            &(2, ids),
+        );
         let v: Value = serde_json::from_str(&t).unwrap();
         assert_eq!(v["version"], 4);
         assert_eq!(v["ids"]["100"]["version"], 1);
@@ -480,13 +478,15 @@ mod tests {
             "VM 124 already exists on node 'pve2'"
         );
         assert_eq!(all_ids(&r), vec![123, 124]);
-        let v: Value =
-            serde_json::from_str(&fs::read_to_string(r.vmlist_path()).unwrap()).unwrap();
+        let v: Value = serde_json::from_str(&fs::read_to_string(r.vmlist_path()).unwrap()).unwrap();
         assert_eq!(v["ids"]["123"]["node"], "pve");
         assert_eq!(v["ids"]["124"]["type"], "qemu");
         // pmxcfs refuses a CT config for a VMID another node has; O_EXCL for this node's
         let e = create_config(&r, 124, "memory: 1\n", true).unwrap_err();
-        assert!(e.to_string().ends_with("124.conf' failed: File exists"), "{e}");
+        assert!(
+            e.to_string().ends_with("124.conf' failed: File exists"),
+            "{e}"
+        );
         assert!(create_config(&r, 123, "lock: create\n", false).is_err());
         create_config(&r, 123, "lock: create\n", true).unwrap();
         create_config(&r, 125, "lock: create\n", false).unwrap();

@@ -473,7 +473,12 @@ fn log_says_started(p: &Path) -> bool {
 pub fn start_argv(root: &Root, vmid: u32) -> Vec<std::ffi::OsString> {
     let mut v: Vec<std::ffi::OsString> = vec!["lxc-start".into(), "-P".into()];
     v.push(root.lxc_path().into_os_string());
-    v.extend(["-n".into(), vmid.to_string().into(), "-F".into(), "-o".into()]);
+    v.extend([
+        "-n".into(),
+        vmid.to_string().into(),
+        "-F".into(),
+        "-o".into(),
+    ]);
     v.push(root.lxc_log_path(vmid).into_os_string());
     v.extend(["-l".into(), "NOTICE".into()]);
     v

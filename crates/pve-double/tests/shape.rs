@@ -34,7 +34,11 @@ struct Shape {
 impl Shape {
     fn new(tag: &str) -> Shape {
         let root = PathBuf::from(format!("/tmp/shape-it-{tag}-{}", std::process::id()));
-        let _ = Command::new(SHAPE).arg("--root").arg(&root).arg("stop").output();
+        let _ = Command::new(SHAPE)
+            .arg("--root")
+            .arg(&root)
+            .arg("stop")
+            .output();
         let _ = fs::remove_dir_all(&root);
         fs::create_dir_all(&root).unwrap();
         fs::set_permissions(&root, fs::Permissions::from_mode(0o755)).unwrap();
@@ -45,7 +49,12 @@ impl Shape {
 
     fn shape_cmd(&self, pre: &[&str], cmd: &[&str]) -> Command {
         let mut c = Command::new(SHAPE);
-        c.arg("--root").arg(&self.root).args(pre).arg("exec").arg("--").args(cmd);
+        c.arg("--root")
+            .arg(&self.root)
+            .args(pre)
+            .arg("exec")
+            .arg("--")
+            .args(cmd);
         let path = format!("{}:/usr/sbin:/usr/bin:/sbin:/bin", self.bindir.display());
         c.env("PATH", path)
             .env_remove("PVE_DOUBLE_ROOT")
@@ -82,7 +91,9 @@ impl Shape {
     /// busybox rootfs as local:vztmpl/busybox.tar
     fn template(&self) {
         let r = self.root.join("tpl-rootfs");
-        for d in ["bin", "sbin", "usr/bin", "usr/sbin", "proc", "sys", "dev", "etc", "tmp"] {
+        for d in [
+            "bin", "sbin", "usr/bin", "usr/sbin", "proc", "sys", "dev", "etc", "tmp",
+        ] {
             fs::create_dir_all(r.join(d)).unwrap();
         }
         fs::copy("/bin/busybox", r.join("bin/busybox")).unwrap();
@@ -130,28 +141,48 @@ fn host_shape_cluster_tree_and_namespace() {
     // first exec: foreign guests 960100 (lxc, pve2) 960101 (qemu, pve2) 960102 (lxc, pve3) ...
     let o = s
         .shape_cmd(
-            &["--profile", "pve9.1", "--foreign-from", "960100", "--foreign", "4"],
+            &[
+                "--profile",
+                "pve9.1",
+                "--foreign-from",
+                "960100",
+                "--foreign",
+                "4",
+            ],
             &["readlink", "/etc/pve/lxc"],
         )
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", text(&o.stderr));
     assert_eq!(text(&o.stdout), "nodes/pve/lxc\n");
-    assert_eq!(fs::read_to_string(s.root.join("profile")).unwrap(), "pve9.1\n");
+    assert_eq!(
+        fs::read_to_string(s.root.join("profile")).unwrap(),
+        "pve9.1\n"
+    );
 
     // the environment a command gets
     let env = s.exec_ok(&["env"]);
-    assert!(env.contains(&format!("PVE_DOUBLE_ROOT={}\n", s.root.display())), "{env}");
+    assert!(
+        env.contains(&format!("PVE_DOUBLE_ROOT={}\n", s.root.display())),
+        "{env}"
+    );
     assert!(env.contains("PVE_DOUBLE_PROFILE=pve9.1\n"), "{env}");
 
     // /run is noexec in the shape (not on this host): a copied binary fails with EACCES
     let bin = format!("/run/shape-true-{}", std::process::id());
     fs::copy("/bin/true", &bin).unwrap();
-    assert!(Command::new(&bin).status().unwrap().success(), "host /run must allow exec");
+    assert!(
+        Command::new(&bin).status().unwrap().success(),
+        "host /run must allow exec"
+    );
     let o = s.exec(&[&bin]);
     let _ = fs::remove_file(&bin);
     assert_eq!(o.status.code(), Some(126), "{}", text(&o.stderr));
-    assert!(text(&o.stderr).contains("Permission denied"), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stderr).contains("Permission denied"),
+        "{}",
+        text(&o.stderr)
+    );
     let mi = s.exec_ok(&["findmnt", "-n", "-o", "OPTIONS", "/run/lock/lxc"]);
     assert!(mi.contains("noexec") && mi.contains("nosuid"), "{mi}");
 
@@ -176,10 +207,20 @@ fn host_shape_cluster_tree_and_namespace() {
         ("960101", "VM 960101 already exists on node 'pve2'\n"),
         ("960102", "CT 960102 already exists on node 'pve3'\n"),
     ] {
-        let o = s.exec(&["pct", "create", id, "local:vztmpl/busybox.tar", "--rootfs", "local-lvm:0"]);
+        let o = s.exec(&[
+            "pct",
+            "create",
+            id,
+            "local:vztmpl/busybox.tar",
+            "--rootfs",
+            "local-lvm:0",
+        ]);
         assert_eq!(o.status.code(), Some(255));
         assert_eq!(text(&o.stderr), msg);
-        assert!(!s.root.join(format!("etc/pve/nodes/pve/lxc/{id}.conf")).exists());
+        assert!(!s
+            .root
+            .join(format!("etc/pve/nodes/pve/lxc/{id}.conf"))
+            .exists());
     }
     assert_eq!(fs::read(&foreign).unwrap(), before);
     let list = s.exec_ok(&["pct", "list"]);
@@ -194,7 +235,14 @@ fn host_shape_cluster_tree_and_namespace() {
     assert_eq!(s.exec_ok(&["pvesh", "get", "/cluster/nextid"]), "960104\n");
 
     // a local create appears in .vmlist and through /etc/pve/lxc
-    s.exec_ok(&["pct", "create", "960104", "local:vztmpl/busybox.tar", "--rootfs", "local-lvm:0"]);
+    s.exec_ok(&[
+        "pct",
+        "create",
+        "960104",
+        "local:vztmpl/busybox.tar",
+        "--rootfs",
+        "local-lvm:0",
+    ]);
     let conf = s.exec_ok(&["cat", "/etc/pve/lxc/960104.conf"]);
     assert!(conf.contains("rootfs: local-lvm:"), "{conf}");
     let v: serde_json::Value =
@@ -216,7 +264,10 @@ fn host_shape_cluster_tree_and_namespace() {
     assert_eq!(seen.trim(), "shape-marker");
     assert!(!s.host_mounts_below_root().contains(&m));
     // settings of a shaped root cannot change under it
-    let o = s.shape_cmd(&["--profile", "pve8"], &["true"]).output().unwrap();
+    let o = s
+        .shape_cmd(&["--profile", "pve8"], &["true"])
+        .output()
+        .unwrap();
     assert_eq!(o.status.code(), Some(1));
     assert!(text(&o.stderr).contains("already shaped with profile 'pve9.1'"));
 
@@ -237,8 +288,11 @@ fn lxc_start_pid(root: &Path, vmid: u32) -> Option<i32> {
         let Ok(c) = fs::read(e.path().join("cmdline")) else {
             continue;
         };
-        let args: Vec<String> = c.split(|b| *b == 0).map(|a| text(a)).collect();
-        if args.first().map(|a| a.ends_with("lxc-start")).unwrap_or(false)
+        let args: Vec<String> = c.split(|b| *b == 0).map(text).collect();
+        if args
+            .first()
+            .map(|a| a.ends_with("lxc-start"))
+            .unwrap_or(false)
             && args.contains(&lxcpath)
             && args.contains(&vmid.to_string())
         {
@@ -268,10 +322,21 @@ fn pct_start_goes_through_the_service_manager() {
     s.template();
     let vmid = 960010;
     let id = vmid.to_string();
-    s.shape_cmd(&[], &["true"]).env("SHAPE_LEAK", "caller-env").output().unwrap();
+    s.shape_cmd(&[], &["true"])
+        .env("SHAPE_LEAK", "caller-env")
+        .output()
+        .unwrap();
     s.exec_ok(&[
-        "pct", "create", &id, "local:vztmpl/busybox.tar", "--rootfs", "local-lvm:0",
-        "--ostype", "unmanaged", "--entrypoint", "/bin/sleep 1000",
+        "pct",
+        "create",
+        &id,
+        "local:vztmpl/busybox.tar",
+        "--rootfs",
+        "local-lvm:0",
+        "--ostype",
+        "unmanaged",
+        "--entrypoint",
+        "/bin/sleep 1000",
     ]);
     let o = s
         .shape_cmd(&[], &["pct", "start", &id])
@@ -303,7 +368,10 @@ fn pct_start_goes_through_the_service_manager() {
         ]
     );
     let limits = fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
-    let nofile = limits.lines().find(|l| l.starts_with("Max open files")).unwrap();
+    let nofile = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap();
     assert_eq!(nofile.split_whitespace().nth(3), Some("1024"), "{nofile}");
     let fd1 = fs::read_link(format!("/proc/{pid}/fd/1")).unwrap();
     assert_eq!(fd1, PathBuf::from("/dev/null"));
@@ -330,7 +398,9 @@ fn pct_start_goes_through_the_service_manager() {
     assert_eq!(text(&st.stdout), "status: stopped\n");
     assert_eq!(s.host_mounts_below_root(), Vec::<String>::new());
     assert!(!s.root.join("run/manager.sock").exists());
-    assert!(fs::read_to_string(format!("/proc/{manager}/cmdline")).map(|c| c.is_empty()).unwrap_or(true));
+    assert!(fs::read_to_string(format!("/proc/{manager}/cmdline"))
+        .map(|c| c.is_empty())
+        .unwrap_or(true));
     let _ = Command::new(PCT)
         .args(["destroy", &id])
         .env("PVE_DOUBLE_ROOT", &s.root)
@@ -343,11 +413,18 @@ fn clear_errors() {
         return;
     }
     let o = Command::new(SHAPE)
-        .args(["--root", "/tmp/shape-it-does-not-exist", "exec", "--", "true"])
+        .args([
+            "--root",
+            "/tmp/shape-it-does-not-exist",
+            "exec",
+            "--",
+            "true",
+        ])
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(1));
-    assert!(text(&o.stderr).starts_with("pve-shape: root '/tmp/shape-it-does-not-exist' does not exist"));
+    assert!(text(&o.stderr)
+        .starts_with("pve-shape: root '/tmp/shape-it-does-not-exist' does not exist"));
     let o = Command::new(SHAPE)
         .args(["--root", "/tmp", "--profile", "pve7", "exec", "--", "true"])
         .output()

@@ -42,8 +42,8 @@ pub enum Request {
 impl Request {
     /// Parse and validate one request line.
     pub fn parse(line: &str) -> std::result::Result<Request, String> {
-        let v: Value = serde_json::from_str(line.trim_end())
-            .map_err(|e| format!("malformed request: {e}"))?;
+        let v: Value =
+            serde_json::from_str(line.trim_end()).map_err(|e| format!("malformed request: {e}"))?;
         match v.get("op").and_then(Value::as_str) {
             Some("ping") => Ok(Request::Ping),
             Some("start") => {
@@ -55,7 +55,9 @@ impl Request {
                     Some(Value::String(s)) => crate::vmid::parse_vmid(s).ok(),
                     _ => None,
                 }
-                .ok_or_else(|| "vmid: invalid format - value does not look like a valid VM ID".to_string())?;
+                .ok_or_else(|| {
+                    "vmid: invalid format - value does not look like a valid VM ID".to_string()
+                })?;
                 let timeout_ms = v
                     .get("timeout_ms")
                     .and_then(Value::as_u64)
@@ -98,8 +100,12 @@ pub fn read_line(r: impl Read) -> std::io::Result<String> {
 
 /// Send one request and return the reply object.
 pub fn call(sock: &Path, req: &Request, timeout: Duration) -> std::result::Result<Value, String> {
-    let mut s = UnixStream::connect(sock)
-        .map_err(|e| format!("service manager at '{}' not reachable - {e}", sock.display()))?;
+    let mut s = UnixStream::connect(sock).map_err(|e| {
+        format!(
+            "service manager at '{}' not reachable - {e}",
+            sock.display()
+        )
+    })?;
     let _ = s.set_read_timeout(Some(timeout));
     let _ = s.set_write_timeout(Some(Duration::from_secs(5)));
     s.write_all(req.to_line().as_bytes())

@@ -143,7 +143,10 @@ fn handle(m: &Manager, mut c: UnixStream) {
     let line = match read_line(&c) {
         Ok(l) => l,
         Err(e) => {
-            return reply(&mut c, json!({"ok": false, "error": format!("bad request: {e}")}))
+            return reply(
+                &mut c,
+                json!({"ok": false, "error": format!("bad request: {e}")}),
+            )
         }
     };
     match Request::parse(&line) {
@@ -219,7 +222,9 @@ fn start_unit(m: &Manager, vmid: u32, timeout: Duration) -> serde_json::Value {
         return json!({"ok": true, "pid": pid});
     }
     if !exited() {
-        log(&format!("{unit_name}: init not started in time, killing {pid}"));
+        log(&format!(
+            "{unit_name}: init not started in time, killing {pid}"
+        ));
         let _ = nix::sys::signal::kill(Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
     }
     m.state

@@ -127,7 +127,10 @@ fn init_cpuset(dir: &Path) {
         if !p.exists() {
             return;
         }
-        if fs::read_to_string(&p).map(|t| t.trim().is_empty()).unwrap_or(false) {
+        if fs::read_to_string(&p)
+            .map(|t| t.trim().is_empty())
+            .unwrap_or(false)
+        {
             if let Some(parent) = dir.parent() {
                 if let Ok(v) = fs::read_to_string(parent.join(f)) {
                     let _ = fs::write(&p, v.trim());
@@ -240,7 +243,10 @@ mod tests {
     #[test]
     fn unit_cgroup_names() {
         for d in cgroup_dirs(960_123) {
-            assert!(d.ends_with("system.slice/pve-container@960123.service"), "{d:?}");
+            assert!(
+                d.ends_with("system.slice/pve-container@960123.service"),
+                "{d:?}"
+            );
             assert!(d.starts_with("/sys/fs/cgroup"));
         }
     }

@@ -101,8 +101,7 @@ fn is_our_manager(pid: i32, root: &Path) -> bool {
         return false;
     };
     let args: Vec<&[u8]> = cmd.split(|b| *b == 0).collect();
-    args.contains(&&b"__manager"[..])
-        && args.contains(&root.as_os_str().as_encoded_bytes())
+    args.contains(&&b"__manager"[..]) && args.contains(&root.as_os_str().as_encoded_bytes())
 }
 
 /// Stop the manager (SIGTERM, then SIGKILL after 5 s); idempotent.
@@ -136,13 +135,20 @@ pub fn lxc_starts_of(lxcpath: &Path) -> usize {
         return 0;
     };
     rd.filter_map(|e| e.ok())
-        .filter(|e| e.file_name().to_string_lossy().bytes().all(|b| b.is_ascii_digit()))
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .bytes()
+                .all(|b| b.is_ascii_digit())
+        })
         .filter(|e| {
             let Ok(c) = fs::read(e.path().join("cmdline")) else {
                 return false;
             };
             let args: Vec<&[u8]> = c.split(|b| *b == 0).collect();
-            args.first().map(|a| a.ends_with(b"lxc-start")).unwrap_or(false)
+            args.first()
+                .map(|a| a.ends_with(b"lxc-start"))
+                .unwrap_or(false)
                 && args.contains(&want)
         })
         .count()

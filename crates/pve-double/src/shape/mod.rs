@@ -71,14 +71,20 @@ pub fn parse_args(argv: &[OsString]) -> Res<Args> {
             "--profile" => {
                 let v = value()?;
                 if !PROFILES.contains(&v.as_str()) {
-                    return Err(format!("bad profile '{v}' (one of {})", PROFILES.join(", ")));
+                    return Err(format!(
+                        "bad profile '{v}' (one of {})",
+                        PROFILES.join(", ")
+                    ));
                 }
                 a.profile = Some(v);
             }
             "--install" => {
                 let v = value()?;
                 if !INSTALLS.contains(&v.as_str()) {
-                    return Err(format!("bad install '{v}' (one of {})", INSTALLS.join(", ")));
+                    return Err(format!(
+                        "bad install '{v}' (one of {})",
+                        INSTALLS.join(", ")
+                    ));
                 }
                 a.install = Some(v);
             }
@@ -91,9 +97,8 @@ pub fn parse_args(argv: &[OsString]) -> Res<Args> {
             }
             "--foreign-from" => {
                 let v = value()?;
-                a.foreign_from = Some(
-                    crate::vmid::parse_vmid(&v).map_err(|e| format!("--foreign-from: {e}"))?,
-                );
+                a.foreign_from =
+                    Some(crate::vmid::parse_vmid(&v).map_err(|e| format!("--foreign-from: {e}"))?);
             }
             "--foreign" => {
                 let v = value()?;
@@ -131,12 +136,21 @@ pub fn parse_args(argv: &[OsString]) -> Res<Args> {
 
 /// The root: given, absolute, an existing directory; canonical (mountinfo lists real paths).
 fn resolve_root(a: &Args) -> Res<PathBuf> {
-    let r = a.root.as_ref().ok_or_else(|| format!("--root is required\n{USAGE}"))?;
+    let r = a
+        .root
+        .as_ref()
+        .ok_or_else(|| format!("--root is required\n{USAGE}"))?;
     if !r.is_absolute() {
-        return Err(format!("--root must be an absolute path, got '{}'", r.display()));
+        return Err(format!(
+            "--root must be an absolute path, got '{}'",
+            r.display()
+        ));
     }
     if !r.is_dir() {
-        return Err(format!("root '{}' does not exist or is not a directory", r.display()));
+        return Err(format!(
+            "root '{}' does not exist or is not a directory",
+            r.display()
+        ));
     }
     fs::canonicalize(r).map_err(|e| format!("root '{}': {e}", r.display()))
 }
@@ -183,7 +197,8 @@ fn init_root(root: &Path, a: &Args, node: &str) -> Res<()> {
                 .map_err(|e| format!("unable to write '{}' - {e}", root.join(name).display()))?;
         }
     }
-    fs::write(root.join("node"), format!("{node}\n")).map_err(|e| format!("unable to write node - {e}"))?;
+    fs::write(root.join("node"), format!("{node}\n"))
+        .map_err(|e| format!("unable to write node - {e}"))?;
     let r = Root {
         root: root.to_path_buf(),
         node: node.to_string(),
@@ -234,7 +249,10 @@ fn exec(a: &Args, cmd: &[OsString]) -> Res<()> {
     c.args(&cmd[1..])
         .env("PVE_DOUBLE_ROOT", &root)
         .env("PVE_DOUBLE_NODE", &node);
-    for (file, var) in [("profile", "PVE_DOUBLE_PROFILE"), ("install", "PVE_DOUBLE_INSTALL")] {
+    for (file, var) in [
+        ("profile", "PVE_DOUBLE_PROFILE"),
+        ("install", "PVE_DOUBLE_INSTALL"),
+    ] {
         if let Some(v) = read_setting(&root, file) {
             c.env(var, v);
         }
@@ -330,15 +348,27 @@ mod tests {
     #[test]
     fn parsing() {
         let a = args(&[
-            "--root", "/tmp/x", "--profile=pve9.1", "--foreign-from", "960100", "--foreign", "3",
-            "exec", "--", "pct", "list",
+            "--root",
+            "/tmp/x",
+            "--profile=pve9.1",
+            "--foreign-from",
+            "960100",
+            "--foreign",
+            "3",
+            "exec",
+            "--",
+            "pct",
+            "list",
         ])
         .unwrap();
         assert_eq!(a.root, Some(PathBuf::from("/tmp/x")));
         assert_eq!(a.profile.as_deref(), Some("pve9.1"));
         assert_eq!(a.foreign, 3);
         assert_eq!(a.action, Action::Exec(vec!["pct".into(), "list".into()]));
-        assert_eq!(args(&["--root", "/r", "stop"]).unwrap().action, Action::Stop);
+        assert_eq!(
+            args(&["--root", "/r", "stop"]).unwrap().action,
+            Action::Stop
+        );
         assert!(args(&["--root", "/r", "--profile", "pve7", "stop"])
             .unwrap_err()
             .starts_with("bad profile 'pve7'"));

@@ -34,7 +34,11 @@ fn mount_points() -> Vec<PathBuf> {
     fs::read_to_string("/proc/self/mountinfo")
         .unwrap_or_default()
         .lines()
-        .filter_map(|l| l.split(' ').nth(4).map(|p| PathBuf::from(p.replace("\\040", " "))))
+        .filter_map(|l| {
+            l.split(' ')
+                .nth(4)
+                .map(|p| PathBuf::from(p.replace("\\040", " ")))
+        })
         .collect()
 }
 
@@ -47,8 +51,13 @@ fn bind(src: &Path, dst: &Path, recursive: bool) -> Res<()> {
     if recursive {
         fl |= MsFlags::MS_REC;
     }
-    mount(Some(src), dst, None::<&str>, fl, None::<&str>)
-        .map_err(|e| format!("bind mount '{}' -> '{}' failed - {e}", src.display(), dst.display()))
+    mount(Some(src), dst, None::<&str>, fl, None::<&str>).map_err(|e| {
+        format!(
+            "bind mount '{}' -> '{}' failed - {e}",
+            src.display(),
+            dst.display()
+        )
+    })
 }
 
 /// `mount -o remount,bind,nosuid,nodev,noexec` (what Debian mounts /run with).
@@ -58,8 +67,12 @@ fn remount_noexec(dst: &Path) -> Res<()> {
         | MsFlags::MS_NOSUID
         | MsFlags::MS_NODEV
         | MsFlags::MS_NOEXEC;
-    mount(None::<&str>, dst, None::<&str>, fl, None::<&str>)
-        .map_err(|e| format!("remount '{}' nosuid,nodev,noexec failed - {e}", dst.display()))
+    mount(None::<&str>, dst, None::<&str>, fl, None::<&str>).map_err(|e| {
+        format!(
+            "remount '{}' nosuid,nodev,noexec failed - {e}",
+            dst.display()
+        )
+    })
 }
 
 fn mkdir(p: &Path) -> Res<()> {
@@ -129,7 +142,7 @@ pub fn create(root: &Path) -> Res<()> {
             drop(status_w);
             let mut b = [0u8; 1];
             let _ = go_r.read(&mut b); // until the parent has bound our namespace
-            // SAFETY: _exit is always safe; skips atexit handlers of the forked copy
+                                       // SAFETY: _exit is always safe; skips atexit handlers of the forked copy
             unsafe { libc::_exit(0) }
         }
         ForkResult::Parent { child } => {
