@@ -3,6 +3,7 @@
 //! See README.md for the contract, the state layout and fault injection.
 
 pub mod calls;
+pub mod cluster;
 pub mod cmd;
 pub mod conf;
 pub mod error;
@@ -13,11 +14,13 @@ pub mod latency;
 pub mod lock;
 pub mod lxc;
 pub mod lxcconf;
+pub mod manager;
 pub mod paths;
 pub mod profile;
 pub mod propstr;
 pub mod pvesh;
 pub mod pveversion;
+pub mod shape;
 pub mod storage;
 pub mod vmid;
 

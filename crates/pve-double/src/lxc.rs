@@ -172,7 +172,8 @@ pub fn prepare(root: &Root, vmid: u32, conf: &PctConfig) -> Result<()> {
     fs::write(&cfg, text).ctx(|| format!("unable to write '{}'", cfg.display()))
 }
 
-fn start_timeout() -> Duration {
+/// How long `pct start` waits for the init to run (`PVE_DOUBLE_START_TIMEOUT_MS`, default 30 s).
+pub fn start_timeout() -> Duration {
     std::env::var("PVE_DOUBLE_START_TIMEOUT_MS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -186,20 +187,74 @@ fn log_says_started(p: &Path) -> bool {
         .unwrap_or(false)
 }
 
-/// Run the CT like pve-container@.service: `lxc-start -F -n VMID` in its own session,
-/// stdout to /dev/null, stderr to `$ROOT/run/pve/ct-<vmid>.stderr`; return once it runs.
-pub fn start(root: &Root, vmid: u32) -> Result<()> {
-    let failed = || die(format!("startup for container '{vmid}' failed"));
+/// argv of `lxc-start -F` as pve-container@.service runs it, plus the NOTICE log the double
+/// reads to see that init was started.
+pub fn start_argv(root: &Root, vmid: u32) -> Vec<std::ffi::OsString> {
+    let mut v: Vec<std::ffi::OsString> = vec!["lxc-start".into(), "-P".into()];
+    v.push(root.lxc_path().into_os_string());
+    v.extend([
+        "-n".into(),
+        vmid.to_string().into(),
+        "-F".into(),
+        "-o".into(),
+    ]);
+    v.push(root.lxc_log_path(vmid).into_os_string());
+    v.extend(["-l".into(), "NOTICE".into()]);
+    v
+}
+
+/// Truncate the CT's stderr file and remove the old LXC log (before every lxc-start).
+pub fn start_files(root: &Root, vmid: u32) -> Result<File> {
     let stderr_path = root.stderr_path(vmid);
     let stderr =
         File::create(&stderr_path).ctx(|| format!("unable to open '{}'", stderr_path.display()))?;
+    let _ = fs::remove_file(root.lxc_log_path(vmid));
+    Ok(stderr)
+}
+
+/// Wait until LXC logged that init was started; `exited` tells whether lxc-start is gone.
+/// False on timeout or when lxc-start ended first.
+pub fn wait_started(
+    root: &Root,
+    vmid: u32,
+    timeout: Duration,
+    exited: &mut dyn FnMut() -> bool,
+) -> bool {
     let log = root.lxc_log_path(vmid);
-    let _ = fs::remove_file(&log);
-    let mut cmd = lxc_cmd(root, "lxc-start", vmid);
-    cmd.arg("-F")
-        .arg("-o")
-        .arg(&log)
-        .args(["-l", "NOTICE"])
+    let deadline = Instant::now() + timeout;
+    loop {
+        if log_says_started(&log) {
+            return true;
+        }
+        if exited() {
+            return log_says_started(&log);
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// init runs; wait until LXC reports RUNNING (or it already stopped again).
+pub fn wait_running(root: &Root, vmid: u32) {
+    let _ = lxc_cmd(root, "lxc-wait", vmid)
+        .args(["-s", "RUNNING|STOPPED", "-t", "10"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+}
+
+/// Run the CT like pve-container@.service: `lxc-start -F -n VMID` in its own session,
+/// stdout to /dev/null, stderr to `$ROOT/run/pve/ct-<vmid>.stderr`; return once it runs.
+/// (Inside a pve-shape, cmd/start.rs asks the shape's service manager instead.)
+pub fn start(root: &Root, vmid: u32) -> Result<()> {
+    let failed = || die(format!("startup for container '{vmid}' failed"));
+    let stderr = start_files(root, vmid)?;
+    let argv = start_argv(root, vmid);
+    let mut cmd = Command::new(&argv[0]);
+    cmd.args(&argv[1..])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::from(stderr));
@@ -217,31 +272,13 @@ pub fn start(root: &Root, vmid: u32) -> Result<()> {
     let mut child = cmd
         .spawn()
         .map_err(|e| die(format!("unable to run lxc-start - {e}")))?;
-    let deadline = Instant::now() + start_timeout();
-    loop {
-        if log_says_started(&log) {
-            break;
-        }
-        if let Ok(Some(_)) = child.try_wait() {
-            if log_says_started(&log) {
-                break;
-            }
-            return Err(failed());
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err(failed());
-        }
-        std::thread::sleep(Duration::from_millis(5));
+    let mut exited = || matches!(child.try_wait(), Ok(Some(_)));
+    if !wait_started(root, vmid, start_timeout(), &mut exited) {
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err(failed());
     }
-    // init runs; wait until LXC reports RUNNING (or it already stopped again)
-    let _ = lxc_cmd(root, "lxc-wait", vmid)
-        .args(["-s", "RUNNING|STOPPED", "-t", "10"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
+    wait_running(root, vmid);
     Ok(())
 }
 

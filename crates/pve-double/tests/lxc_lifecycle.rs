@@ -135,7 +135,7 @@ fn create_start_exec_stop_destroy() {
     let o = env.pct(&["stop", "810"]);
     assert_eq!(text(&o.stderr), "CT 810 not running\n");
     env.pct_ok(&["destroy", "810", "--purge"]);
-    assert!(!env.root.join("etc/pve/lxc/810.conf").exists());
+    assert!(!env.root.join("etc/pve/nodes/pve/lxc/810.conf").exists());
     assert!(env.dir_is_empty("storage/local-lvm"), "volume left behind");
     assert!(env.dir_is_empty("lxc"), "lxc dir left behind");
     assert_eq!(env.pct_ok(&["list"]), "");
@@ -235,7 +235,7 @@ fn faults_and_errors() {
         text(&o.stderr),
         "unable to create CT 812 - CT 812 already exists on node 'pve'\n"
     );
-    assert!(!env.root.join("etc/pve/lxc/812.conf").exists());
+    assert!(!env.root.join("etc/pve/nodes/pve/lxc/812.conf").exists());
     env.pct_ok(&args);
 
     let t = Instant::now();

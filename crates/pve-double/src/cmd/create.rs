@@ -163,6 +163,7 @@ pub fn run(ctx: &Ctx, p: &Parsed) -> Result<()> {
     let usage = ctx.spec.usage();
     let force = p.flag("force");
     let exists_msg = format!("CT {vmid} already exists on node '{}'", root.node);
+    crate::cluster::precheck_create(root, vmid, force)?; // shape hook: VMIDs are cluster-wide
     if config_exists(root, vmid) {
         if !force {
             return Err(die(exists_msg));
@@ -255,6 +256,9 @@ pub fn run(ctx: &Ctx, p: &Parsed) -> Result<()> {
         if ctx.faults.create_exists(vmid) {
             return Err(fail(die(exists_msg)));
         }
+        if !force {
+            crate::cluster::check_vmid_unused(root, vmid).map_err(fail)?; // shape hook
+        }
         if config_exists(root, vmid) {
             if !force {
                 return Err(fail(die(exists_msg)));
@@ -265,7 +269,8 @@ pub fn run(ctx: &Ctx, p: &Parsed) -> Result<()> {
         // create_and_lock_config: the CT exists from now on, locked
         let mut placeholder = PctConfig::default();
         placeholder.set("lock", "create");
-        write_config(root, vmid, &placeholder).map_err(fail)?;
+        // shape hook: pmxcfs semantics (EEXIST for a VMID used elsewhere, O_EXCL, .vmlist)
+        crate::cluster::create_config(root, vmid, &placeholder.to_text(), force).map_err(fail)?;
 
         let mut allocated: Vec<String> = Vec::new();
         let res = build(
@@ -283,6 +288,7 @@ pub fn run(ctx: &Ctx, p: &Parsed) -> Result<()> {
                 let _ = storage::free_volume(root, v);
             }
             let _ = fs::remove_file(root.conf_path(vmid));
+            let _ = crate::cluster::refresh_vmlist(root); // shape hook
             return Err(fail(e));
         }
     }
