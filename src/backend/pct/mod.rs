@@ -12,14 +12,17 @@
 //! - [`runner`]: running pct/pvesh; [`cmd`], [`output`], [`vmid`]: argv, parsers, VMIDs.
 
 pub mod backend;
+pub mod create;
 pub mod cmd;
 pub mod ctcg;
 pub mod ctdir;
 pub mod ctl;
 pub mod exec;
 pub mod instance;
+pub mod limits;
 pub mod lock;
 pub mod output;
+pub mod pve;
 pub mod runner;
 pub mod spec;
 pub mod template;

@@ -150,7 +150,8 @@ pub fn tempdir(tag: &str) -> PathBuf {
             .unwrap()
             .subsec_nanos()
     ));
-    std::fs::create_dir_all(&d).unwrap();
+    // D's CT-writable part, where the init writes its exit record.
+    std::fs::create_dir_all(d.join("rw")).unwrap();
     d
 }
 
