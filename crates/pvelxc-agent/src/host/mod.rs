@@ -28,6 +28,7 @@ use tokio::task::JoinHandle;
 pub use crate::bootparams::Share;
 pub use config::{host_tsc_khz, Accel, ExtraMount, VmConfig, DEFAULT_QBOOT};
 pub use error::VmError;
+pub use conn::{OUTPUT_CHUNK, OUTPUT_QUEUE};
 pub use stream::{OutputStream, ProcessIo, StdinSink};
 
 use crate::proto::{Msg, ProcInfo, Process, Stats};
@@ -97,6 +98,12 @@ impl Vm {
     /// Launch-to-Ready time.
     pub fn boot_time(&self) -> Duration {
         self.boot_time
+    }
+
+    /// Bytes received from the guest and still held by the host: undecoded frame bytes
+    /// plus output queued for [`OutputStream`]s (bounded; see [`OUTPUT_QUEUE`]).
+    pub fn buffered_bytes(&self) -> usize {
+        self.conn.buffered_bytes()
     }
 
     /// Guest kernel release and agent protocol version from Ready.

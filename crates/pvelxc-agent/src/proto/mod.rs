@@ -11,11 +11,19 @@
 //! [`Msg::Exit`]. For one process, all its `Output`/`Eof` frames precede its `Exit` unless a
 //! descendant keeps the output open longer than a grace period.
 
+mod check;
 mod codec;
+mod enc;
 mod frame;
+mod reader;
+mod text;
 
-pub use codec::{decode, encode, DecodeError};
+pub use check::MAX_EXIT_STATUS;
+pub use codec::{decode, DecodeError, MAX_ITEMS};
+pub use enc::encode;
 pub use frame::{read_frame, write_frame, FrameError};
+pub use reader::{FrameReader, HEADER_LEN};
+pub use text::{clean_text, MAX_TEXT};
 
 /// Largest frame body accepted (16 MiB).
 pub const MAX_FRAME: u32 = 16 << 20;
