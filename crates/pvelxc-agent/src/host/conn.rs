@@ -195,7 +195,9 @@ impl Conn {
                 }
             }
             reply => {
-                let tx = reply.req().and_then(|r| lock(&self.state).pending.remove(&r));
+                let tx = reply
+                    .req()
+                    .and_then(|r| lock(&self.state).pending.remove(&r));
                 if let Some(tx) = tx {
                     let _ = tx.send(reply);
                 }

@@ -14,6 +14,8 @@
 
 mod config;
 mod conn;
+#[cfg(test)]
+mod conn_tests;
 mod error;
 mod launch;
 mod stream;
@@ -27,8 +29,8 @@ use tokio::task::JoinHandle;
 
 pub use crate::bootparams::Share;
 pub use config::{host_tsc_khz, Accel, ExtraMount, VmConfig, DEFAULT_QBOOT};
-pub use error::VmError;
 pub use conn::{OUTPUT_CHUNK, OUTPUT_QUEUE};
+pub use error::VmError;
 pub use stream::{OutputStream, ProcessIo, StdinSink};
 
 use crate::proto::{Msg, ProcInfo, Process, Stats};

@@ -190,4 +190,3 @@ pub fn encode(msg: &Msg) -> Vec<u8> {
     e.0[..4].copy_from_slice(&body_len.to_le_bytes());
     e.0
 }
-
