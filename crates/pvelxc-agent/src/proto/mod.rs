@@ -10,6 +10,12 @@
 //! sends unsolicited events: [`Msg::Ready`] (once, first frame), [`Msg::Output`], [`Msg::Eof`],
 //! [`Msg::Exit`]. For one process, all its `Output`/`Eof` frames precede its `Exit` unless a
 //! descendant keeps the output open longer than a grace period.
+//!
+//! The guest is untrusted: [`decode`] checks every length and count against the bytes present
+//! before allocating (lists at most [`MAX_ITEMS`]), rejects out-of-range values
+//! ([`DecodeError::Invalid`]: `Exit.status` outside 0..=[`MAX_EXIT_STATUS`], `Started.pid` 0) and
+//! cleans host-bound free text with [`clean_text`]. [`FrameReader`] and [`read_frame`] allocate as
+//! bytes arrive, never by a declared length.
 
 mod check;
 mod codec;
