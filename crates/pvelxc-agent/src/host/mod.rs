@@ -54,7 +54,7 @@ pub struct Vm {
     dir: RunDir,
 }
 
-/// QEMU's memory use, from /proc/<pid>/status.
+/// QEMU's memory use, from `/proc/<pid>/status`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct QemuMemory {
     pub rss_bytes: u64,
