@@ -522,7 +522,6 @@ impl Init {
             match self.reader.next_msg() {
                 Ok(Some((msg, fds))) => self.on_msg(msg, fds),
                 Ok(None) => return,
-                Err(proto::ProtoError::MissingFds { .. }) => return,
                 Err(e) => {
                     log(&format!("protocol error: {e}; reconnecting"));
                     self.disconnect();

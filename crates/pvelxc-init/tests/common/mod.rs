@@ -73,13 +73,8 @@ impl Conn {
     pub fn recv(&mut self, timeout: Duration) -> (Msg, Vec<OwnedFd>) {
         let deadline = Instant::now() + timeout;
         loop {
-            if let Some(m) = self.reader.next_msg().unwrap_or_else(|e| {
-                if let proto::ProtoError::MissingFds { .. } = e {
-                    None
-                } else {
-                    panic!("{e}")
-                }
-            }) {
+            // Fds arrive with their frame's first byte: MissingFds is a real error.
+            if let Some(m) = self.reader.next_msg().unwrap_or_else(|e| panic!("{e}")) {
                 return m;
             }
             assert!(
