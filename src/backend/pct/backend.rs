@@ -159,17 +159,17 @@ impl Backend for PctBackend {
         let state_dir = PathBuf::from(&cfg.state_dir);
         let owner = format!("{}/{}", req.namespace, req.id);
 
+        // Leased (shared flock) until pct create has returned: GC never removes it meanwhile.
         let tpl = template::Packer {
-            dir: template::template_dir(cfg),
+            cfg,
             mounts: &req.rootfs,
             spec: &req.spec,
             bundle: &req.bundle,
-            timeout: pct.timeout,
             process: Some(&process),
         }
         .ensure()
         .await?;
-        let ostemplate = tpl.display().to_string();
+        let ostemplate = tpl.path().display().to_string();
 
         let alloc = allocator(cfg)?;
         let policy = RetryPolicy::default();
@@ -237,6 +237,7 @@ impl Backend for PctBackend {
                 }
             }
         };
+        drop(tpl);
         log::info!("{owner}: CT {vmid} created from {ostemplate}");
 
         let started = async {
