@@ -62,7 +62,13 @@ pub fn collect(dir: &Path, cap: u64) -> Result<GcReport> {
             continue;
         };
         if md.is_file() {
-            found.push((md.mtime(), md.mtime_nsec(), e.path(), md.blocks() * 512, current));
+            found.push((
+                md.mtime(),
+                md.mtime_nsec(),
+                e.path(),
+                md.blocks() * 512,
+                current,
+            ));
         }
     }
     found.sort();

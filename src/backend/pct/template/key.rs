@@ -15,11 +15,10 @@
 
 use std::ffi::OsStr;
 use std::io::Read;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, IntoRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
-use nix::dir::Dir;
 use nix::fcntl::{AtFlags, OFlag};
 use nix::sys::stat::{FileStat, Mode, SFlag};
 use sha2::{Digest, Sha256};
@@ -41,7 +40,7 @@ pub struct WalkOpts {
 /// Hex sha256 of the tree at `root` (see the module doc); an `InvalidArgument` error for the
 /// first entry an unprivileged CT could not own.
 pub fn content_digest(root: &Path, opts: WalkOpts) -> Result<String> {
-    let dir = Dir::open(
+    let dir = nix::fcntl::open(
         root,
         OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
         Mode::empty(),
@@ -112,7 +111,7 @@ impl Walker {
         Ok(())
     }
 
-    fn dir(&mut self, mut dir: Dir, rel: &mut Vec<u8>, root: &Path, depth: usize) -> Result<()> {
+    fn dir(&mut self, dir: OwnedFd, rel: &mut Vec<u8>, root: &Path, depth: usize) -> Result<()> {
         if depth >= MAX_DEPTH {
             return Err(Error::invalid(format!(
                 "rootfs {} is nested deeper than {MAX_DEPTH} directories",
@@ -120,14 +119,7 @@ impl Walker {
             )));
         }
         let shown = |rel: &[u8]| format!("{}/{}", root.display(), String::from_utf8_lossy(rel));
-        let mut names: Vec<Vec<u8>> = Vec::new();
-        for e in dir.iter() {
-            let e = e.map_err(|e| Error::io(format!("read {}", shown(rel)), e.into()))?;
-            let n = e.file_name().to_bytes();
-            if n != b"." && n != b".." {
-                names.push(n.to_vec());
-            }
-        }
+        let mut names = list_dir(&dir).map_err(|e| Error::io(format!("read {}", shown(rel)), e))?;
         names.sort();
         for name in names {
             let base = rel.len();
@@ -144,7 +136,7 @@ impl Walker {
 
     fn child(
         &mut self,
-        dir: &Dir,
+        dir: &OwnedFd,
         name: &[u8],
         rel: &mut Vec<u8>,
         root: &Path,
@@ -183,7 +175,7 @@ impl Walker {
                 self.field(dev.as_bytes());
             }
             b'd' => {
-                let sub = Dir::openat(
+                let sub = nix::fcntl::openat(
                     dir,
                     cname,
                     OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
@@ -222,5 +214,41 @@ impl Walker {
         self.field(&len.to_le_bytes());
         self.field(&fh.finalize());
         Ok(())
+    }
+}
+
+/// The names in a directory (without `.` and `..`), read through a duplicate of its fd.
+fn list_dir(dir: &OwnedFd) -> std::io::Result<Vec<Vec<u8>>> {
+    let dup = nix::unistd::dup(dir)?.into_raw_fd();
+    // SAFETY: `dup` is an open directory fd that fdopendir takes over (closed by closedir,
+    // or here when fdopendir fails); entries are copied out before the next readdir.
+    unsafe {
+        let d = libc::fdopendir(dup);
+        if d.is_null() {
+            let e = std::io::Error::last_os_error();
+            libc::close(dup);
+            return Err(e);
+        }
+        // The duplicate shares the file offset: start from the beginning.
+        libc::rewinddir(d);
+        let mut names = Vec::new();
+        let res = loop {
+            *libc::__errno_location() = 0;
+            let ent = libc::readdir(d);
+            if ent.is_null() {
+                let errno = *libc::__errno_location();
+                break if errno == 0 {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::from_raw_os_error(errno))
+                };
+            }
+            let n = std::ffi::CStr::from_ptr((*ent).d_name.as_ptr()).to_bytes();
+            if n != b"." && n != b".." {
+                names.push(n.to_vec());
+            }
+        };
+        libc::closedir(d);
+        res.map(|()| names)
     }
 }

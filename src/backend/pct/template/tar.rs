@@ -56,7 +56,9 @@ pub async fn run(argv: &[OsString], timeout: Duration, grace: Duration) -> Resul
         .stdout(Stdio::null())
         .stderr(Stdio::from(err_w));
     let child = cmd.spawn().map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => Error::precondition(format!("{shown}: executable not found")),
+        std::io::ErrorKind::NotFound => {
+            Error::precondition(format!("{shown}: executable not found"))
+        }
         _ => Error::io(format!("spawn {shown}"), e),
     })?;
     drop(cmd); // our copy of the write end

@@ -78,8 +78,7 @@ fn symlinks_are_hashed_as_links_never_followed() {
     std::fs::create_dir(outside.path().join("dir")).expect("mkdir");
     let d = tempfile::tempdir().expect("tempdir");
     std::os::unix::fs::symlink(&secret, d.path().join("shadow")).expect("symlink");
-    std::os::unix::fs::symlink(outside.path().join("dir"), d.path().join("dir"))
-        .expect("symlink");
+    std::os::unix::fs::symlink(outside.path().join("dir"), d.path().join("dir")).expect("symlink");
     std::os::unix::fs::symlink("/etc/shadow", d.path().join("etc-shadow")).expect("symlink");
     let before = digest(d.path());
     // What the links point at is never read: changing it changes nothing.
@@ -202,10 +201,19 @@ async fn gc_removes_least_recently_used_down_to_the_cap_never_a_leased_one() {
 async fn a_lease_stamps_use_and_refuses_foreign_files() {
     let d = tempfile::tempdir().expect("tempdir");
     let p = fake_template(d.path(), 7, 0, 1000);
-    let before = std::fs::metadata(&p).expect("stat").modified().expect("mtime");
+    let before = std::fs::metadata(&p)
+        .expect("stat")
+        .modified()
+        .expect("mtime");
     let l = lease::try_lease(&p).await.expect("lease").expect("exists");
     assert_eq!(l.path(), p);
-    assert!(std::fs::metadata(&p).expect("stat").modified().expect("mtime") > before);
+    assert!(
+        std::fs::metadata(&p)
+            .expect("stat")
+            .modified()
+            .expect("mtime")
+            > before
+    );
     drop(l);
     assert!(lease::try_lease(&d.path().join("missing.tar"))
         .await
@@ -265,17 +273,22 @@ async fn timeout_terms_then_kills() {
         .iter()
         .map(Into::into)
         .collect();
-    let e = tar::run(&argv, Duration::from_millis(300), Duration::from_millis(300))
-        .await
-        .expect_err("timeout");
+    let e = tar::run(
+        &argv,
+        Duration::from_millis(300),
+        Duration::from_millis(300),
+    )
+    .await
+    .expect_err("timeout");
     assert!(e.to_string().contains("SIGKILL"), "{e}");
     assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
 
     // A packer that finishes in time reports its exit and stderr.
-    let argv: Vec<std::ffi::OsString> = ["tar", "--create", "--file", "/nonexistent-dir/x.tar", "."]
-        .iter()
-        .map(Into::into)
-        .collect();
+    let argv: Vec<std::ffi::OsString> =
+        ["tar", "--create", "--file", "/nonexistent-dir/x.tar", "."]
+            .iter()
+            .map(Into::into)
+            .collect();
     let out = tar::run(&argv, Duration::from_secs(30), tar::GRACE)
         .await
         .expect("ran");
@@ -334,7 +347,10 @@ async fn packer_packs_once_leases_and_rekeys_on_content() {
     assert_eq!(l2.path(), p1);
     drop((l1, l2));
     // Same size, same mtime, other bytes: another template.
-    let t = std::fs::metadata(rootfs.join("etc/motd")).expect("stat").modified().expect("m");
+    let t = std::fs::metadata(rootfs.join("etc/motd"))
+        .expect("stat")
+        .modified()
+        .expect("m");
     std::fs::write(rootfs.join("etc/motd"), "two").expect("write");
     set_mtime(&rootfs.join("etc/motd"), t);
     let l3 = packer.ensure().await.expect("repack");
