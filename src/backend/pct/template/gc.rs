@@ -1,14 +1,16 @@
 //! Template cache hygiene: least-recently-used templates removed down to a size cap (never a
 //! leased one), and temp files of crashed packers removed (never one a live packer holds).
 //!
-//! Only the shim's own files are touched (`pvelxc-*.tar` and `.pvelxc-*.tar.tmp-*`): the
+//! "Least recently used" = oldest use stamp (`.NAME.used`, see [`super::lease`]), else the
+//! template's own mtime. Only the shim's own files are touched (`pvelxc-*.tar`, their
+//! `.pvelxc-*.tar.used` stamps and `.pvelxc-*.tar.tmp-*` temps): the
 //! template directory may be a Proxmox storage's `template/cache`, shared with other templates.
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use super::lease::{open_nofollow, still_there, try_flock};
+use super::lease::{open_nofollow, stamp_path, still_there, try_flock};
 use super::{lock_name, PREFIX};
 use crate::error::{Error, Result};
 
@@ -61,16 +63,22 @@ pub fn collect(dir: &Path, cap: u64) -> Result<GcReport> {
         let Ok(md) = e.path().symlink_metadata() else {
             continue;
         };
-        if md.is_file() {
-            found.push((
-                md.mtime(),
-                md.mtime_nsec(),
-                e.path(),
-                md.blocks() * 512,
-                current,
-            ));
+        if !md.is_file() {
+            continue;
         }
+        let used = stamp_path(&e.path())
+            .and_then(|s| s.symlink_metadata().ok())
+            .filter(|s| s.is_file())
+            .unwrap_or_else(|| md.clone());
+        found.push((
+            used.mtime(),
+            used.mtime_nsec(),
+            e.path(),
+            md.blocks() * 512,
+            current,
+        ));
     }
+    remove_orphan_stamps(dir);
     found.sort();
     let mut report = GcReport {
         total: found.iter().map(|f| f.3).sum(),
@@ -104,7 +112,30 @@ fn remove_unleased(path: &Path) -> std::io::Result<bool> {
         return Ok(false);
     }
     std::fs::remove_file(path)?;
+    if let Some(s) = stamp_path(path) {
+        let _ = std::fs::remove_file(s);
+    }
     Ok(true)
+}
+
+/// Stamps whose template is gone (removed by hand, or by a crashed collection).
+fn remove_orphan_stamps(dir: &Path) {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let name = e.file_name();
+        let Some(tpl) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix('.')?.strip_suffix(".used"))
+            .filter(|t| template_kind(t).is_some())
+        else {
+            continue;
+        };
+        if std::fs::symlink_metadata(dir.join(tpl)).is_err() {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
 }
 
 /// Remove temp files of crashed packers: older than `min_age`, and their template's pack lock

@@ -1,6 +1,7 @@
 //! Leases: a template is in use while a shared `flock` on it is held. GC takes the exclusive
 //! lock without waiting and skips the template when that fails, so a leased template is never
-//! removed. A lease also stamps the template's mtime (the LRU clock; atime is not trusted).
+//! removed. A lease also touches the template's use stamp `.NAME.used` (its mtime is the LRU
+//! clock; atime is not trusted, and the template itself is never modified once renamed).
 
 use std::fs::File;
 use std::os::fd::AsRawFd;
@@ -91,7 +92,7 @@ pub async fn try_lease(path: &Path) -> Result<Option<TemplateLease>> {
         if !still_there(&f, path) {
             return Ok(None);
         }
-        touch(&f);
+        touch(path);
         return Ok(Some(TemplateLease {
             path: path.to_path_buf(),
             _file: f,
@@ -100,9 +101,26 @@ pub async fn try_lease(path: &Path) -> Result<Option<TemplateLease>> {
     Ok(None)
 }
 
-/// mtime = now: the template was just used.
-fn touch(f: &File) {
-    if let Err(e) = f.set_modified(std::time::SystemTime::now()) {
-        log::warn!("stamp template use: {e}");
+/// The use stamp of the template at `path`: `.NAME.used` beside it.
+pub(super) fn stamp_path(path: &Path) -> Option<PathBuf> {
+    let name = path.file_name()?.to_str()?;
+    Some(path.with_file_name(format!(".{name}.used")))
+}
+
+/// The template at `path` was just used: its stamp's mtime = now.
+fn touch(path: &Path) {
+    let Some(stamp) = stamp_path(path) else {
+        return;
+    };
+    let res = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(&stamp)
+        .and_then(|f| f.set_modified(std::time::SystemTime::now()));
+    if let Err(e) = res {
+        log::warn!("stamp template use {}: {e}", stamp.display());
     }
 }

@@ -174,13 +174,19 @@ async fn gc_removes_least_recently_used_down_to_the_cap_never_a_leased_one() {
         .expect("lease")
         .expect("exists");
     // Leasing stamps the template as just used; put it back to oldest to test the lock.
-    set_mtime(&oldest, SystemTime::now() - Duration::from_secs(400));
+    let stamp = lease::stamp_path(&oldest).expect("stamp");
+    set_mtime(&stamp, SystemTime::now() - Duration::from_secs(400));
+    // A use stamp makes a template recent: c was used after newest was packed.
+    std::fs::write(lease::stamp_path(&c).expect("stamp"), "").expect("stamp");
     let size = |p: &Path| std::fs::metadata(p).expect("stat").blocks() * 512;
     let cap = size(&oldest) + size(&newest) + size(&newest) / 2;
     let r = gc::collect(d.path(), cap).expect("gc");
     assert!(oldest.exists(), "a leased template was removed");
-    assert!(!b.exists() && !c.exists(), "LRU unleased ones stay: {r:?}");
-    assert!(newest.exists());
+    assert!(
+        !b.exists() && !newest.exists(),
+        "LRU unleased ones stay: {r:?}"
+    );
+    assert!(c.exists(), "recently used (stamp) removed");
     assert!(!legacy.exists(), "legacy-key templates go");
     assert!(foreign.exists(), "not ours");
     assert_eq!(r.in_use, 1);
@@ -189,7 +195,8 @@ async fn gc_removes_least_recently_used_down_to_the_cap_never_a_leased_one() {
     // Released: now it can go (cap 1 byte leaves nothing unleased).
     drop(lease);
     let r = gc::collect(d.path(), 1).expect("gc");
-    assert!(!oldest.exists() && !newest.exists(), "{r:?}");
+    assert!(!oldest.exists() && !c.exists(), "{r:?}");
+    assert!(!stamp.exists(), "the stamp goes with its template");
     assert!(foreign.exists());
     // cap 0 = no cap.
     let e = fake_template(d.path(), 5, 1, 10);
@@ -207,13 +214,15 @@ async fn a_lease_stamps_use_and_refuses_foreign_files() {
         .expect("mtime");
     let l = lease::try_lease(&p).await.expect("lease").expect("exists");
     assert_eq!(l.path(), p);
-    assert!(
-        std::fs::metadata(&p)
+    // The template itself is not modified; its use stamp is.
+    let mtime = |p: &Path| {
+        std::fs::metadata(p)
             .expect("stat")
             .modified()
             .expect("mtime")
-            > before
-    );
+    };
+    assert_eq!(mtime(&p), before);
+    assert!(mtime(&lease::stamp_path(&p).expect("stamp")) > before);
     drop(l);
     assert!(lease::try_lease(&d.path().join("missing.tar"))
         .await
@@ -342,9 +351,14 @@ async fn packer_packs_once_leases_and_rekeys_on_content() {
         .expect("tar -t");
     let list = String::from_utf8_lossy(&list.stdout);
     assert!(list.contains("./etc/motd"), "{list}");
-    // Reused while leased; a second lease shares it.
+    // Reused while leased; a second lease shares it, and the template is never rewritten.
+    let packed_at = std::fs::metadata(&p1).expect("stat").modified().expect("m");
     let l2 = packer.ensure().await.expect("reuse");
     assert_eq!(l2.path(), p1);
+    assert_eq!(
+        std::fs::metadata(&p1).expect("stat").modified().expect("m"),
+        packed_at
+    );
     drop((l1, l2));
     // Same size, same mtime, other bytes: another template.
     let t = std::fs::metadata(rootfs.join("etc/motd"))
