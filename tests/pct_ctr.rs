@@ -26,7 +26,11 @@ fn profile() -> String {
 
 fn shape_bin() -> PathBuf {
     let p = shim_dir().join("pve-shape");
-    assert!(p.is_file(), "{} missing: cargo build --release -p pve-double", p.display());
+    assert!(
+        p.is_file(),
+        "{} missing: cargo build --release -p pve-double",
+        p.display()
+    );
     p
 }
 
@@ -152,7 +156,11 @@ impl Pve {
     /// A command run inside this test's host shape.
     fn shaped(&self, prog: &std::ffi::OsStr, args: &[&str]) -> Command {
         let mut c = Command::new(shape_bin());
-        c.arg("--root").arg(&self.root).args(["exec", "--"]).arg(prog).args(args);
+        c.arg("--root")
+            .arg(&self.root)
+            .args(["exec", "--"])
+            .arg(prog)
+            .args(args);
         c
     }
 

@@ -10,8 +10,8 @@ use super::cmd::{CtOptions, Features, Hostname, IpConfig, MountPoint, NetSpec, O
 use super::ctdir::CtSettings;
 use super::pve::version::PkgVersion;
 use crate::config::PctConfig;
-use pvelxc_init::ct::NetConfig;
 use crate::error::{Error, Result};
+use pvelxc_init::ct::NetConfig;
 
 pub use super::ctdir::CT_DIR;
 /// CRI marks sandboxes and pod containers with this annotation.
@@ -275,12 +275,19 @@ pub fn plan(
     if let Some(r) = spec.linux().as_ref().and_then(|l| l.resources().as_ref()) {
         resources(r, &mut o);
     }
-    raw_lines.extend(super::limits::raw_lines(spec, crate::sys::cgroup::is_unified()));
+    raw_lines.extend(super::limits::raw_lines(
+        spec,
+        crate::sys::cgroup::is_unified(),
+    ));
     super::limits::check_dropped(spec, cfg.strict)?;
     provenance(namespace, id, spec, &mut o);
     o.tags.push(Tag::sanitize(token));
     let settings = CtSettings {
-        readonly_root: spec.root().as_ref().and_then(|r| r.readonly()).unwrap_or(false),
+        readonly_root: spec
+            .root()
+            .as_ref()
+            .and_then(|r| r.readonly())
+            .unwrap_or(false),
         net,
     };
     Ok(CtPlan {
@@ -345,29 +352,64 @@ mod tests {
         ];
         let spec = spec_with(res, mounts);
         let cfg = PctConfig::default();
-        let o = ct_options(
-            &cfg,
-            "default",
-            "web_1",
-            &spec,
-            Path::new("/run/x/1"),
-            "/.pvelxc/init",
-        )
-        .unwrap();
+        let rootfs = super::super::cmd::Rootfs::Alloc {
+            storage: "local-zfs".into(),
+            size_gib: 0,
+        };
+        let plan = |v| {
+            super::plan(
+                &cfg,
+                v,
+                "default",
+                "web_1",
+                &spec,
+                rootfs.clone(),
+                "/.pvelxc/init",
+                "pvelxc-0123456789ab",
+            )
+            .unwrap()
+        };
+        let new = plan(PkgVersion(6, 0, 18));
+        let o = &new.options;
         assert_eq!(o.memory_mb, Some(256));
         assert_eq!(o.swap_mb, Some(128));
         assert_eq!(o.cpulimit, Some(1.5));
         assert_eq!(o.cores, Some(2));
-        assert_eq!(o.mps.len(), 2);
-        assert_eq!(o.mps[0].render().unwrap(), "/run/x/1,mp=/.pvelxc");
-        assert!(o.mps[1].ro && o.mps[1].mp == "/data");
+        assert!(o.mps.is_empty(), "mount points are added after create");
+        assert_eq!(o.entrypoint.as_deref(), Some("/.pvelxc/init"));
+        assert!(new.raw_lines.is_empty(), "{:?}", new.raw_lines);
         assert_eq!(o.ostype, Some(OsType::Unmanaged));
         assert!(o.nets.is_empty());
-        let h = o.hostname.unwrap();
+        let h = o.hostname.clone().unwrap();
         assert!(h.as_str().starts_with("web-1-"), "{h}");
-        assert!(o.description.unwrap().contains("container id: web_1"));
+        assert!(o
+            .description
+            .clone()
+            .unwrap()
+            .contains("container id: web_1"));
         let tags: Vec<&str> = o.tags.iter().map(Tag::as_str).collect();
-        assert_eq!(tags, ["pvelxc", "ns-default"]);
+        assert_eq!(tags, ["pvelxc", "ns-default", "pvelxc-0123456789ab"]);
+        // pve-container before 6.0.15: no entrypoint option, the init as a raw LXC key.
+        let old = plan(PkgVersion(5, 2, 7));
+        assert_eq!(old.options.entrypoint, None);
+        assert_eq!(old.raw_lines, ["lxc.init.cmd: /.pvelxc/init"]);
+
+        let mps = mount_points(&spec).unwrap();
+        assert_eq!(mps.len(), 1, "only the bind mount");
+        assert_eq!(mps[0].index, 2, "mp0/mp1 are the shim's");
+        assert!(mps[0].ro && mps[0].mp == "/data");
+    }
+
+    #[test]
+    fn cpu_shares_to_cpuunits() {
+        // cgroup v2 (PVE 8/9): cpu.weight, like runc/crun; never the raw 1024.
+        assert_eq!(cpuunits(1024, true), 39);
+        assert_eq!(cpuunits(2, true), 1);
+        assert_eq!(cpuunits(262_144, true), 10_000);
+        assert_eq!(cpuunits(1_000_000, true), 10_000);
+        // cgroup v1: cpu.shares itself.
+        assert_eq!(cpuunits(1024, false), 1024);
+        assert_eq!(cpuunits(1, false), 2);
     }
 
     #[test]
@@ -400,15 +442,37 @@ mod tests {
             gateway: "10.0.0.1".into(),
             ..Default::default()
         };
-        let n = network(&cfg).unwrap();
+        let (n, inside) = network(&cfg, PkgVersion(6, 0, 18)).unwrap();
         assert_eq!(
             n[0].render().unwrap(),
-            "name=eth0,bridge=vmbr0,ip=10.0.0.5/24,gw=10.0.0.1,type=veth"
+            "name=eth0,bridge=vmbr0,ip=10.0.0.5/24,gw=10.0.0.1,host-managed=1,type=veth"
         );
+        assert!(inside.is_none(), "PVE 9.1 configures the address itself");
+        // Older pve-container: the init configures the static address.
+        let (n, inside) = network(&cfg, PkgVersion(5, 2, 7)).unwrap();
+        assert!(n[0].host_managed.is_none());
+        let inside = inside.unwrap();
+        assert_eq!(
+            (
+                inside.iface.as_str(),
+                inside.address.as_str(),
+                inside.gateway.as_deref()
+            ),
+            ("eth0", "10.0.0.5/24", Some("10.0.0.1"))
+        );
+        let dhcp = PctConfig {
+            network: "bridge".into(),
+            ..Default::default()
+        };
+        assert!(network(&dhcp, PkgVersion(6, 0, 18)).is_ok());
+        let e = network(&dhcp, PkgVersion(6, 0, 14))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("6.0.14") && e.contains("dhcp"), "{e}");
         let bad = PctConfig {
             network: "wifi".into(),
             ..Default::default()
         };
-        assert!(network(&bad).is_err());
+        assert!(network(&bad, PkgVersion(6, 0, 18)).is_err());
     }
 }

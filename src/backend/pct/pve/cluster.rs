@@ -19,11 +19,15 @@ pub struct Guest {
 /// `{"version": N, "ids": {"100": {"node": "pve", "type": "lxc", "version": 3}, ...}}`.
 pub fn parse_vmlist(text: &str) -> std::result::Result<BTreeMap<u32, Guest>, String> {
     let v: serde_json::Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
-    let ids = v
-        .get("ids")
-        .and_then(|i| i.as_object())
-        .ok_or("no \"ids\" object")?;
+    if !v.is_object() {
+        return Err("not a JSON object".into());
+    }
     let mut out = BTreeMap::new();
+    // pmxcfs leaves "ids" out when the cluster has no guest.
+    let Some(ids) = v.get("ids") else {
+        return Ok(out);
+    };
+    let ids = ids.as_object().ok_or("\"ids\" is not an object")?;
     for (k, g) in ids {
         let Ok(id) = k.parse::<u32>() else { continue };
         let s = |f: &str| g.get(f).and_then(|x| x.as_str()).unwrap_or("").to_string();
@@ -100,7 +104,9 @@ mod tests {
         assert_eq!(g.len(), 2);
         assert_eq!(g[&101].node, "pve2");
         assert_eq!(g[&101].kind, "qemu");
-        assert!(parse_vmlist("{}").is_err());
+        assert!(parse_vmlist(r#"{"version": 1}"#).unwrap().is_empty());
+        assert!(parse_vmlist(r#"{"ids": []}"#).is_err());
+        assert!(parse_vmlist("[]").is_err());
         assert!(parse_vmlist("not json").is_err());
     }
 
@@ -110,7 +116,10 @@ mod tests {
             parse_next_id("keyboard: en-us\nnext-id: lower=1000,upper=2000\n"),
             Some((1000, 2000))
         );
-        assert_eq!(parse_next_id("next-id: lower=500\n"), Some((500, 1_000_000)));
+        assert_eq!(
+            parse_next_id("next-id: lower=500\n"),
+            Some((500, 1_000_000))
+        );
         assert_eq!(parse_next_id("keyboard: de\n"), None);
         assert_eq!(narrow(100, 199, None).unwrap(), (100, 199));
         assert_eq!(narrow(100, 199, Some((150, 1000))).unwrap(), (150, 199));
