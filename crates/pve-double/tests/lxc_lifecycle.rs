@@ -1,4 +1,9 @@
-//! End-to-end tests against real LXC (root required; skipped otherwise).
+//! End-to-end tests against real LXC (root required; skipped loudly otherwise, a failure under
+//! `CI=true`: see `skip`).
+
+/// The workspace's one skip helper (loud, counted, a failure under CI).
+#[path = "../../../tests/common/skip.rs"]
+mod skip;
 
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -8,11 +13,6 @@ use std::time::{Duration, Instant};
 
 const PCT: &str = env!("CARGO_BIN_EXE_pct");
 const PVESH: &str = env!("CARGO_BIN_EXE_pvesh");
-
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
 
 /// A private PVE_DOUBLE_ROOT; on drop stops/destroys its CTs and removes everything.
 struct Env {
@@ -118,8 +118,12 @@ fn text(b: &[u8]) -> String {
 
 #[test]
 fn create_start_exec_stop_destroy() {
-    if !is_root() {
-        eprintln!("skipping: needs root");
+    if !skip::require(
+        skip::is_root(),
+        "lxc",
+        &["PVELXC_REQUIRE_LXC"],
+        "needs root (real LXC)",
+    ) {
         return;
     }
     let env = Env::new("life", &[810]);
@@ -269,8 +273,12 @@ fn wait_for(p: &Path, timeout: Duration) -> bool {
 
 #[test]
 fn unprivileged_entrypoint_from_bind_mount() {
-    if !is_root() {
-        eprintln!("skipping: needs root");
+    if !skip::require(
+        skip::is_root(),
+        "lxc",
+        &["PVELXC_REQUIRE_LXC"],
+        "needs root (real LXC)",
+    ) {
         return;
     }
     let env = Env::new("mp", &[811]);
@@ -335,8 +343,12 @@ fn unprivileged_entrypoint_from_bind_mount() {
 
 #[test]
 fn faults_and_errors() {
-    if !is_root() {
-        eprintln!("skipping: needs root");
+    if !skip::require(
+        skip::is_root(),
+        "lxc",
+        &["PVELXC_REQUIRE_LXC"],
+        "needs root (real LXC)",
+    ) {
         return;
     }
     let env = Env::new("faults", &[812]);
