@@ -59,8 +59,11 @@ bash "$PEER/build.sh"
 # one test) and writes the per-test results ("TestName PASS|FAIL|SKIP" lines) to OUT. Only a harness
 # that did not come up is started again; the tests' results never are.
 run_suite() {
-    local label=$1 out=$2 lib=${3:-$PEER} raw last log try
+    local label=$1 out=$2 lib=${3:-$PEER} raw last log try others
     raw=$WORK/raw.txt
+    # TestContainerKillInit* grep the whole host's `ps ax` for "sleep 1": say so when one runs.
+    others=$(pgrep -a -f '^(/[^ ]*/)?sleep 1' || true)
+    [ -z "$others" ] || echo "peer[$label]: warning: 'sleep 1...' running on this host, TestContainerKillInit* will see it: $others"
     for try in 1 2 3 4 5; do
         bash "$lib/run.sh" io.containerd.pvelxc.v2 "$SHIM_DIR" >"$raw" 2>&1 || true
         last=$(tail -n 1 "$raw")
@@ -99,7 +102,9 @@ only_test_harness() {
 # with the history kept for the table.
 rerun_flaky() {
     local label=$1 got=$2 exp=$3 t first r i lib one hist
-    for t in $(awk '$2 == "flaky" {print $1}' "$exp"); do
+    local flaky
+    flaky=$(awk '$2 == "flaky" {print $1}' "$exp")
+    for t in $flaky; do # test names: one word each (check_expected_file)
         first=$(awk -v t="$t" '$1 == t {print $2}' "$got")
         [ "$first" = FAIL ] || continue
         lib=$(only_test_harness "$t") || return 1
