@@ -45,7 +45,7 @@ gate() {
             # insertion sort: portable awk has no sort
             for (i = 2; i <= n; i++) { v = names[i]; j = i - 1; while (j > 0 && names[j] > v) { names[j + 1] = names[j]; j-- } names[j + 1] = v }
             printf "peer[%s]: per-test results (expected: %s)\n", label, expfile
-            printf "  %-46s %-9s %-16s %s\n", "test", "expected", "got", "verdict"
+            printf "  %-46s %-9s %-22s %s\n", "test", "expected", "got", "verdict"
             reg = 0; imp = 0; chg = 0; new = 0; ok = 0
             for (i = 1; i <= n; i++) {
                 t = names[i]; x = (t in e) ? e[t] : "-"; r = (t in g) ? g[t] : "NONE"
@@ -65,7 +65,7 @@ gate() {
                     else { v = "CHANGED"; chg++ }
                 }
                 if (length(v) > 90) v = substr(v, 1, 87) "..."
-                printf "  %-46s %-9s %-16s %s\n", t, x, shown, v
+                printf "  %-46s %-9s %-22s %s\n", t, x, shown, v
             }
             printf "peer[%s]: %d tests: %d as expected, %d regressions, %d unexpected passes, %d changed, %d not in the file\n", label, n, ok, reg, imp, chg, new
             bad = reg + chg + new

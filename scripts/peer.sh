@@ -112,7 +112,7 @@ rerun_flaky() {
         for i in $(seq 1 "$FLAKY_RETRIES"); do
             reset
             one=$WORK/one.txt
-            run_suite "$label $t rerun $i/$FLAKY_RETRIES" "$one" "$lib" || return 1
+            run_suite "$label $t rerun $i of $FLAKY_RETRIES" "$one" "$lib" || return 1
             r=$(awk -v t="$t" '$1 == t {print $2}' "$one")
             r=${r:-NONE}
             hist="$hist,$r"
