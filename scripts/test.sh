@@ -6,7 +6,10 @@
 #   PVELXC_SKIP_SUITES=vm,peer   (comma-separated; only these names)
 #     vm    the micro-VM tests (tests/vm_ctr.rs, crates/pvelxc-agent boot and QEMU tests): need
 #           bookworm-backports' QEMU and the guest kernel cache (crates/pvelxc-agent/setup-host.sh)
+#     lxc   the tests on real LXC of crates/pve-double and crates/pvelxc-init (tests/lxc.rs)
+#     root  crates/pvelxc-init's host tests that need root
 #     peer  containerd's integration/client suite (scripts/peer.sh): needs ../shared/peer
+#   The GitHub workflow sets vm,peer; .ci/run on these machines sets nothing.
 # Each left-out suite is printed as `NOT RUN: <what> (<why>)`. Anything else a test needs and
 # cannot find is a skip: printed as `SKIP: <test>: <reason>` (tests/common/skip.rs), counted
 # here through PVELXC_SKIP_LOG, and a failure of that test under CI=true.
@@ -17,13 +20,16 @@ cd "$REPO_ROOT"
 SKIP_SUITES=${PVELXC_SKIP_SUITES:-}
 for s in ${SKIP_SUITES//,/ }; do
     case $s in
-        vm | peer) ;;
-        *) echo "PVELXC_SKIP_SUITES: unknown suite '$s' (known: vm, peer)" >&2; exit 2 ;;
+        vm | lxc | root | peer) ;;
+        *) echo "PVELXC_SKIP_SUITES: unknown suite '$s' (known: vm, lxc, root, peer)" >&2; exit 2 ;;
     esac
 done
 excluded() { case ",$SKIP_SUITES," in *",$1,"*) return 0 ;; esac; return 1; }
 if excluded vm && [ -n "${PVELXC_VM_REQUIRED:-}" ]; then
     echo "PVELXC_SKIP_SUITES names vm but PVELXC_VM_REQUIRED is set" >&2; exit 2
+fi
+if excluded lxc && [ -n "${PVELXC_REQUIRE_LXC:-}" ]; then
+    echo "PVELXC_SKIP_SUITES names lxc but PVELXC_REQUIRE_LXC is set" >&2; exit 2
 fi
 if excluded peer && [ -n "${PEER_REQUIRED:-}" ]; then
     echo "PVELXC_SKIP_SUITES names peer but PEER_REQUIRED is set" >&2; exit 2
@@ -34,6 +40,9 @@ NOT_RUN=()
 not_run() { NOT_RUN+=("NOT RUN: $1 ($2)"); echo "NOT RUN: $1 ($2)"; }
 excluded vm && not_run "vm suite: tests/vm_ctr.rs, crates/pvelxc-agent boot/QEMU tests" \
     "PVELXC_SKIP_SUITES=vm: no bookworm-backports QEMU and no guest kernel cache on this runner"
+excluded lxc && not_run "lxc suite: crates/pve-double and crates/pvelxc-init tests on real LXC" \
+    "PVELXC_SKIP_SUITES=lxc"
+excluded root && not_run "root suite: crates/pvelxc-init host tests that need root" "PVELXC_SKIP_SUITES=root"
 excluded peer && not_run "containerd's integration/client suite (scripts/peer.sh)" \
     "PVELXC_SKIP_SUITES=peer: the peer harness ../shared/peer is not part of this repository"
 
