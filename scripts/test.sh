@@ -102,6 +102,11 @@ PVELXC_SKIP_LOG=$MAIN_SKIPS cargo test --workspace --release -- --test-threads "
 
 # containerd's own integration/client suite (../shared/peer), gated test by test against
 # tests/peer-expected/{crun,pct}.txt.
+# The gate itself, on synthetic results (no harness needed): every expected pass that fails,
+# skips or goes missing must fail it.
+step "containerd suite gate check"
+"$REPO_ROOT/scripts/peer-gate-check.sh" || FAILED+=("containerd suite gate check")
+
 step "containerd integration suite (peer)"
 if excluded peer; then
     echo "NOT RUN: containerd's integration/client suite (PVELXC_SKIP_SUITES=peer)"
