@@ -4,11 +4,12 @@
 #   * each file is well-formed, and results exactly as expected pass the gate;
 #   * for EVERY test expected to pass (or flaky), a run where it fails, where it skips, and where
 #     it reports nothing each fail the gate;
-#   * an unexpected pass fails the gate, and passes it only with PEER_ALLOW_IMPROVEMENT=1.
+#   * an unexpected pass fails the gate, and passes it only with PEER_ALLOW_IMPROVEMENT=1;
+#   * README.md's results table lists exactly the tests not expected to pass, with both kinds.
 # usage: scripts/peer-gate-check.sh   (exit 0 when the gate holds for every test)
 set -euo pipefail
 REPO_ROOT=$(cd "$(dirname "$0")/.." && pwd)
-# shellcheck source=SCRIPTDIR/peer-gate.sh
+# shellcheck source=scripts/peer-gate.sh
 . "$REPO_ROOT/scripts/peer-gate.sh"
 W=$(mktemp -d /tmp/peer-gate-check-XXXXXX)
 trap 'rm -rf "$W"' EXIT
@@ -53,4 +54,20 @@ for exp in "$REPO_ROOT"/tests/peer-expected/*.txt; do
     fi
     echo "peer-gate-check[$label]: each of $n expected passes, failing, skipping or missing, fails the gate"
 done
-[ "$bad" -eq 0 ] || { echo "peer-gate-check: $bad cases the gate let through" >&2; exit 1; }
+
+# The README's results table (rows `| TestX | crun | pct | why |` after "Expected results") must
+# say what the files say: every test either file does not expect to pass, with both kinds.
+awk '/^Expected results/ {on = 1; next} on && /^## / {exit} on && /^\| Test/ {gsub(/ /, ""); split($0, f, "|"); print f[2], f[3], f[4]}' \
+    "$REPO_ROOT/README.md" | sort >"$W/readme"
+join -a1 -a2 -e pass -o 0,1.2,2.2 \
+    <(awk '/^Test/ {print $1, $2}' "$REPO_ROOT/tests/peer-expected/crun.txt" | sort) \
+    <(awk '/^Test/ {print $1, $2}' "$REPO_ROOT/tests/peer-expected/pct.txt" | sort) |
+    awk '$2 != "pass" || $3 != "pass"' | sort >"$W/files"
+if ! diff "$W/files" "$W/readme" >"$W/diff"; then
+    echo "README.md's results table differs from tests/peer-expected/*.txt (< files, > README):" >&2
+    cat "$W/diff" >&2
+    bad=$((bad + 1))
+else
+    echo "peer-gate-check: README.md's results table matches tests/peer-expected/*.txt"
+fi
+[ "$bad" -eq 0 ] || { echo "peer-gate-check: $bad problems" >&2; exit 1; }

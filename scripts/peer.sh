@@ -32,7 +32,7 @@ WHAT=${1:-all}
 case $WHAT in crun | pct | all) ;; *) echo "usage: scripts/peer.sh [crun|pct|all]" >&2; exit 2 ;; esac
 case $FLAKY_RETRIES in '' | *[!0-9]*) echo "PEER_FLAKY_RETRIES must be a number" >&2; exit 2 ;; esac
 
-# shellcheck source=SCRIPTDIR/peer-gate.sh
+# shellcheck source=scripts/peer-gate.sh
 . "$REPO_ROOT/scripts/peer-gate.sh"
 
 if [ -n "${PEER_LOG_ONLY:-}" ]; then
