@@ -12,6 +12,9 @@
 //! * `PVELXC_SHIM_DIR` — directory holding `containerd-shim-pvelxc-v2` (default: the directory of
 //!   the binary cargo built for this test run, i.e. `target/release` under `--release`).
 //! * `PVELXC_TEST_KEEP=1` — keep the env dir (containerd log, config) of a test for debugging.
+//!
+//! Skips go through [`skip`] (`SKIP: <test>: <reason>` on stderr, appended to `$PVELXC_SKIP_LOG`,
+//! a failure under `CI=true` unless `PVELXC_SKIP_SUITES` names the suite).
 #![allow(dead_code)]
 
 pub mod skip;
