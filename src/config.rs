@@ -146,8 +146,15 @@ pub struct PctConfig {
     pub timeout_secs: u64,
     /// Path of the static `pvelxc-init`; empty = next to the shim binary.
     pub init_path: String,
-    /// Host directory for per-container state shared into the CT.
+    /// Host directory for per-container state shared into the CT (must allow exec).
     pub state_dir: String,
+    /// `pveversion`, asked once for the pve-container version (cached in `state_dir`).
+    pub pveversion: String,
+    /// Override the detected pve-container version (e.g. "6.0.15"); empty = detect.
+    pub pve_container_version: String,
+    /// Refuse containers whose spec asks for settings a CT cannot honour (seccomp, sysctl...)
+    /// instead of logging a warning per ignored setting.
+    pub strict: bool,
     /// Host directory where packed rootfs templates are cached; empty = the `template_storage`
     /// dir storage's `template/cache` (from /etc/pve/storage.cfg), else /var/lib/pvelxc/templates.
     pub template_dir: String,
@@ -159,7 +166,7 @@ impl Default for PctConfig {
             pct: "pct".into(),
             pvesh: "pvesh".into(),
             storage: "local-lvm".into(),
-            rootfs_size_gib: 4,
+            rootfs_size_gib: 0,
             template_storage: "local".into(),
             vmid_min: 100_000,
             vmid_max: 199_999,
@@ -170,7 +177,10 @@ impl Default for PctConfig {
             gateway: String::new(),
             timeout_secs: 120,
             init_path: String::new(),
-            state_dir: "/run/pvelxc/pct".into(),
+            state_dir: "/var/lib/pvelxc/ct".into(),
+            pveversion: "pveversion".into(),
+            pve_container_version: String::new(),
+            strict: false,
             template_dir: String::new(),
         }
     }
@@ -266,8 +276,14 @@ impl Config {
                 p.network
             ));
         }
-        if p.rootfs_size_gib == 0 {
-            return Err("pct.rootfs_size_gib: must be at least 1".into());
+        if !p.pve_container_version.is_empty()
+            && crate::backend::pct::pve::version::PkgVersion::parse(&p.pve_container_version)
+                .is_none()
+        {
+            return Err(format!(
+                "pct.pve_container_version: {:?} is not a version like 6.0.15",
+                p.pve_container_version
+            ));
         }
         if !matches!(self.vm.accel.as_str(), "auto" | "kvm" | "tcg") {
             return Err(format!(

@@ -31,6 +31,7 @@ pub struct Cmd {
     envs: Vec<(OsString, OsString)>,
     stdin: Option<OwnedFd>,
     timeout: Duration,
+    grace: Option<Duration>,
 }
 
 impl Cmd {
@@ -44,11 +45,19 @@ impl Cmd {
             envs: Vec::new(),
             stdin: None,
             timeout: Duration::from_secs(60),
+            grace: None,
         }
     }
 
     pub fn timeout(mut self, t: Duration) -> Self {
         self.timeout = t;
+        self
+    }
+
+    /// On timeout, SIGTERM first and wait `g` before SIGKILL (a CLI that holds a lock gets
+    /// the chance to release it).
+    pub fn grace(mut self, g: Duration) -> Self {
+        self.grace = Some(g);
         self
     }
 
@@ -108,19 +117,38 @@ impl Cmd {
             let code = exit.await.map(|x| x.code).unwrap_or(255);
             (o, e, code)
         };
-        match tokio::time::timeout(self.timeout, work).await {
+        tokio::pin!(work);
+        let signal = |sig| {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig);
+        };
+        match tokio::time::timeout(self.timeout, &mut work).await {
             Ok((stdout, stderr, code)) => Ok(Output {
                 code,
                 stdout,
                 stderr,
             }),
             Err(_) => {
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(pid),
-                    nix::sys::signal::Signal::SIGKILL,
+                let mut how = "killed";
+                let mut ended = false;
+                if let Some(g) = self.grace {
+                    signal(nix::sys::signal::Signal::SIGTERM);
+                    ended = tokio::time::timeout(g, &mut work).await.is_ok();
+                    how = if ended {
+                        "terminated"
+                    } else {
+                        "killed after SIGTERM"
+                    };
+                }
+                if !ended {
+                    signal(nix::sys::signal::Signal::SIGKILL);
+                    let _ = tokio::time::timeout(Duration::from_secs(5), &mut work).await;
+                }
+                log::warn!(
+                    "`{shown}` did not finish within {}s: {how}",
+                    self.timeout.as_secs()
                 );
                 Err(Error::DeadlineExceeded(format!(
-                    "`{shown}` did not finish within {}s",
+                    "`{shown}` did not finish within {}s ({how})",
                     self.timeout.as_secs()
                 )))
             }
@@ -128,7 +156,6 @@ impl Cmd {
     }
 }
 
-/// Resolve a program name on PATH (or check an absolute path). Err = a user-facing reason.
 pub fn which(prog: &str) -> std::result::Result<std::path::PathBuf, String> {
     use std::os::unix::fs::PermissionsExt;
     let is_exec = |p: &std::path::Path| {

@@ -2,7 +2,6 @@
 
 use std::fs;
 use std::io::Write;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 
 use crate::error::{Context, Result};
@@ -43,51 +42,12 @@ pub fn lxc_idmap_lines() -> [String; 2] {
     [format!("u 0 {BASE} {COUNT}"), format!("g 0 {BASE} {COUNT}")]
 }
 
-/// Map an id into the container range (ids already shifted or out of range stay as they are).
-pub fn shift_id(id: u32) -> u32 {
-    if id < COUNT {
-        id + BASE
-    } else {
-        id
-    }
-}
-
-/// Shift ownership of a tree by [`BASE`] (lchown walk, symlinks not followed); restores
-/// setuid/setgid bits that chown clears.
-pub fn shift_tree(root: &Path) -> Result<()> {
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(p) = stack.pop() {
-        let md = fs::symlink_metadata(&p).ctx(|| format!("unable to stat '{}'", p.display()))?;
-        let (uid, gid) = (md.uid(), md.gid());
-        let (nuid, ngid) = (shift_id(uid), shift_id(gid));
-        if (nuid, ngid) != (uid, gid) {
-            std::os::unix::fs::lchown(&p, Some(nuid), Some(ngid))
-                .ctx(|| format!("unable to chown '{}'", p.display()))?;
-            let mode = md.permissions().mode();
-            if !md.file_type().is_symlink() && mode & 0o6000 != 0 {
-                fs::set_permissions(&p, fs::Permissions::from_mode(mode & 0o7777))
-                    .ctx(|| format!("unable to chmod '{}'", p.display()))?;
-            }
-        }
-        if md.is_dir() {
-            for e in fs::read_dir(&p).ctx(|| format!("unable to read '{}'", p.display()))? {
-                let e = e.ctx(|| format!("unable to read '{}'", p.display()))?;
-                stack.push(e.path());
-            }
-        }
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn ids() {
-        assert_eq!(shift_id(0), 100_000);
-        assert_eq!(shift_id(65_535), 165_535);
-        assert_eq!(shift_id(100_000), 100_000);
         assert_eq!(lxc_idmap_lines()[0], "u 0 100000 65536");
     }
 }

@@ -30,13 +30,21 @@ impl Root {
             .ok()
             .filter(|n| !n.is_empty())
             .unwrap_or_else(|| "pve".to_string());
+        if !valid_node_name(&node) {
+            return Err(die(format!(
+                "PVE_DOUBLE_NODE: invalid node name '{node}' (letters, digits and '-', max 63)"
+            )));
+        }
         let r = Root { root, node };
         r.ensure_layout()?;
         Ok(r)
     }
 
-    /// Create the fixed directories (all 0755 so the unprivileged CT root can traverse them).
+    /// Create the fixed directories (all 0755 so the unprivileged CT root can traverse them)
+    /// and the pmxcfs-like tree (`etc/pve/nodes/<node>/{lxc,qemu-server}`, symlinks
+    /// `etc/pve/{lxc,qemu-server,local}`; see cluster.rs).
     pub fn ensure_layout(&self) -> Result<()> {
+        crate::cluster::ensure_tree(self)?;
         for d in [
             self.conf_dir(),
             self.lock_dir(),
@@ -80,8 +88,29 @@ impl Root {
         Ok(())
     }
 
+    /// `etc/pve` (bind-mounted at /etc/pve by pve-shape).
+    pub fn pve_dir(&self) -> PathBuf {
+        self.root.join("etc/pve")
+    }
+    /// `etc/pve/nodes/<node>` of any node.
+    pub fn node_dir(&self, node: &str) -> PathBuf {
+        self.pve_dir().join("nodes").join(node)
+    }
+    /// This node's CT configs: `etc/pve/nodes/<node>/lxc` (`etc/pve/lxc` links here).
     pub fn conf_dir(&self) -> PathBuf {
-        self.root.join("etc/pve/lxc")
+        self.node_dir(&self.node).join("lxc")
+    }
+    /// `etc/pve/.vmlist` (all guests of the cluster, JSON).
+    pub fn vmlist_path(&self) -> PathBuf {
+        self.pve_dir().join(".vmlist")
+    }
+    /// Lock serialising cluster-tree writes (pmxcfs applies them one at a time).
+    pub fn cluster_lock_path(&self) -> PathBuf {
+        self.root.join("run/pmxcfs.lock")
+    }
+    /// Unix socket of pve-shape's service manager (present only inside a shape).
+    pub fn manager_socket(&self) -> PathBuf {
+        self.root.join("run/manager.sock")
     }
     pub fn conf_path(&self, vmid: u32) -> PathBuf {
         self.conf_dir().join(format!("{vmid}.conf"))
@@ -130,8 +159,17 @@ impl Root {
         self.root.join("run/faults.consumed")
     }
     pub fn datacenter_cfg(&self) -> PathBuf {
-        self.root.join("etc/pve/datacenter.cfg")
+        self.pve_dir().join("datacenter.cfg")
     }
+}
+
+/// A node name as PVE accepts it (a DNS label).
+pub fn valid_node_name(n: &str) -> bool {
+    !n.is_empty()
+        && n.len() <= 63
+        && n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        && !n.starts_with('-')
+        && !n.ends_with('-')
 }
 
 fn chmod_at_least(p: &Path, mode: u32) -> Result<()> {

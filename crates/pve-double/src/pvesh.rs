@@ -34,7 +34,8 @@ fn get(root: &Root, path: &str, vmid_opt: Option<&str>, usage: &str) -> Result<V
     let no_handler = || die(format!("No 'get' handler defined for '{path}'"));
     match parts.as_slice() {
         ["cluster", "nextid"] => {
-            let used = all_vmids(root);
+            // every guest of every node (.vmlist), VMs included
+            let used = crate::cluster::all_ids(root);
             if let Some(v) = vmid_opt {
                 let n: u32 = crate::vmid::parse_vmid(v).map_err(|e| param_err("vmid", e, usage))?;
                 if used.contains(&n) {

@@ -1,129 +1,17 @@
 //! End-to-end tests against real LXC (root required; skipped loudly otherwise, a failure under
 //! `CI=true`: see `skip`).
 
-/// The workspace's one skip helper (loud, counted, a failure under CI).
-#[path = "../../../tests/common/skip.rs"]
-mod skip;
-
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const PCT: &str = env!("CARGO_BIN_EXE_pct");
-const PVESH: &str = env!("CARGO_BIN_EXE_pvesh");
-
-/// A private PVE_DOUBLE_ROOT; on drop stops/destroys its CTs and removes everything.
-struct Env {
-    root: PathBuf,
-    vmids: Vec<u32>,
-}
-
-impl Env {
-    fn new(tag: &str, vmids: &[u32]) -> Env {
-        let root = PathBuf::from(format!("/tmp/pve-double-it-{tag}-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&root);
-        fs::create_dir_all(&root).unwrap();
-        fs::set_permissions(&root, fs::Permissions::from_mode(0o755)).unwrap();
-        let env = Env {
-            root,
-            vmids: vmids.to_vec(),
-        };
-        env.make_template();
-        env
-    }
-
-    /// busybox-static rootfs packed as local:vztmpl/busybox.tar.
-    fn make_template(&self) {
-        let r = self.root.join("tpl-rootfs");
-        for d in [
-            "bin", "sbin", "usr/bin", "usr/sbin", "proc", "sys", "dev", "etc", "tmp", "root",
-        ] {
-            fs::create_dir_all(r.join(d)).unwrap();
-        }
-        fs::copy("/bin/busybox", r.join("bin/busybox")).unwrap();
-        let st = Command::new("chroot")
-            .arg(&r)
-            .args(["/bin/busybox", "--install", "-s"])
-            .status()
-            .unwrap();
-        assert!(st.success());
-        fs::write(r.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").unwrap();
-        let cache = self.root.join("storage/local/template/cache");
-        fs::create_dir_all(&cache).unwrap();
-        let st = Command::new("tar")
-            .arg("-C")
-            .arg(&r)
-            .arg("-cf")
-            .arg(cache.join("busybox.tar"))
-            .arg(".")
-            .status()
-            .unwrap();
-        assert!(st.success());
-        fs::remove_dir_all(&r).unwrap();
-    }
-
-    fn cmd(&self, bin: &str, args: &[&str]) -> Command {
-        let mut c = Command::new(bin);
-        c.args(args)
-            .env("PVE_DOUBLE_ROOT", &self.root)
-            .env_remove("PVE_DOUBLE_FAULTS")
-            .stdin(Stdio::null());
-        c
-    }
-
-    fn pct(&self, args: &[&str]) -> Output {
-        self.cmd(PCT, args).output().unwrap()
-    }
-
-    fn pct_ok(&self, args: &[&str]) -> String {
-        let o = self.pct(args);
-        assert!(
-            o.status.success(),
-            "pct {args:?} failed: {}{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        );
-        String::from_utf8_lossy(&o.stdout).into_owned()
-    }
-
-    fn dir_is_empty(&self, rel: &str) -> bool {
-        fs::read_dir(self.root.join(rel))
-            .map(|mut d| d.next().is_none())
-            .unwrap_or(true)
-    }
-}
-
-impl Drop for Env {
-    fn drop(&mut self) {
-        for v in &self.vmids {
-            let id = v.to_string();
-            let _ = self.pct(&["stop", &id]);
-            let _ = self.pct(&["destroy", &id, "--force", "1"]);
-            let _ = Command::new("lxc-stop")
-                .arg("-P")
-                .arg(self.root.join("lxc"))
-                .args(["-n", &id, "--kill"])
-                .stderr(Stdio::null())
-                .status();
-        }
-        let _ = fs::remove_dir_all(&self.root);
-    }
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
+mod common;
+use common::*;
 
 #[test]
 fn create_start_exec_stop_destroy() {
-    if !skip::require(
-        skip::is_root(),
-        "lxc",
-        &["PVELXC_REQUIRE_LXC"],
-        "needs root (real LXC)",
-    ) {
+    if !needs_lxc() {
         return;
     }
     let env = Env::new("life", &[810]);
@@ -153,7 +41,7 @@ fn create_start_exec_stop_destroy() {
     assert!(out.contains("extracting archive"), "{out}");
     let conf = env.pct_ok(&["config", "810"]);
     assert!(
-        conf.contains("rootfs: local-lvm:subvol-810-disk-0,size=1G\n"),
+        conf.contains("rootfs: local-lvm:vm-810-disk-0,size=1G\n"),
         "{conf}"
     );
     assert!(conf.contains("unprivileged: 1\n"));
@@ -247,7 +135,7 @@ fn create_start_exec_stop_destroy() {
     let o = env.pct(&["stop", "810"]);
     assert_eq!(text(&o.stderr), "CT 810 not running\n");
     env.pct_ok(&["destroy", "810", "--purge"]);
-    assert!(!env.root.join("etc/pve/lxc/810.conf").exists());
+    assert!(!env.root.join("etc/pve/nodes/pve/lxc/810.conf").exists());
     assert!(env.dir_is_empty("storage/local-lvm"), "volume left behind");
     assert!(env.dir_is_empty("lxc"), "lxc dir left behind");
     assert_eq!(env.pct_ok(&["list"]), "");
@@ -260,25 +148,9 @@ fn create_start_exec_stop_destroy() {
         .any(|l| l.contains("[\"pct\",\"exec\",\"810\",\"--\",\"echo\",\"hi\"]")));
 }
 
-fn wait_for(p: &Path, timeout: Duration) -> bool {
-    let t = Instant::now();
-    while t.elapsed() < timeout {
-        if p.exists() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    false
-}
-
 #[test]
 fn unprivileged_entrypoint_from_bind_mount() {
-    if !skip::require(
-        skip::is_root(),
-        "lxc",
-        &["PVELXC_REQUIRE_LXC"],
-        "needs root (real LXC)",
-    ) {
+    if !needs_lxc() {
         return;
     }
     let env = Env::new("mp", &[811]);
@@ -343,12 +215,7 @@ fn unprivileged_entrypoint_from_bind_mount() {
 
 #[test]
 fn faults_and_errors() {
-    if !skip::require(
-        skip::is_root(),
-        "lxc",
-        &["PVELXC_REQUIRE_LXC"],
-        "needs root (real LXC)",
-    ) {
+    if !needs_lxc() {
         return;
     }
     let env = Env::new("faults", &[812]);
@@ -366,7 +233,7 @@ fn faults_and_errors() {
         text(&o.stderr),
         "unable to create CT 812 - CT 812 already exists on node 'pve'\n"
     );
-    assert!(!env.root.join("etc/pve/lxc/812.conf").exists());
+    assert!(!env.root.join("etc/pve/nodes/pve/lxc/812.conf").exists());
     env.pct_ok(&args);
 
     let t = Instant::now();

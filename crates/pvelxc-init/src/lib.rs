@@ -13,5 +13,6 @@
 //! See `PROTOCOL.md` for the process model and the file modes the shim must use.
 
 pub mod caps;
+pub mod ct;
 pub mod process;
 pub mod proto;

@@ -15,6 +15,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Where the shim's directory is mounted in the CT (PVELXC_DIR overrides, for tests).
 const DEFAULT_DIR: &str = "/.pvelxc";
+/// The CT-writable subdirectory of D (a small tmpfs) that holds the exit record.
+const RW_DIR: &str = "rw";
 /// How long the init keeps trying to reach ctl.sock at boot before giving up.
 const CONNECT_DEADLINE: Duration = Duration::from_secs(60);
 /// Reconnect period after the shim went away.
@@ -193,9 +195,18 @@ fn init_main(dir: &Path) -> i32 {
             return 255;
         }
     };
+    // Container settings (read-only root, network on older Proxmox): before anything runs.
+    let ct_err = match std::fs::read(dir.join("ct.json")) {
+        Ok(b) => pvelxc_init::ct::CtSettings::from_json(&b)
+            .and_then(|s| pvelxc_init::ct::apply(&s))
+            .err(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => Some(format!("read ct.json: {e}")),
+    };
     let spec_res = std::fs::read(dir.join("process.json"))
         .map_err(|e| format!("read process.json: {e}"))
-        .and_then(|b| Process::from_json(&b));
+        .and_then(|b| Process::from_json(&b))
+        .and_then(|p| ct_err.map_or(Ok(p), Err));
     let (spec, prepared, err) = match spec_res.and_then(|s| process::prepare(&s).map(|p| (s, p))) {
         Ok((s, p)) => (s, p, None),
         Err(e) => (
@@ -316,12 +327,18 @@ impl Init {
     }
 
     fn write_exit_file(&self, rec: &ExitRecord) {
-        let tmp = self.dir.join(".exit.tmp");
+        // rw/ is the only directory of D the CT can write (PROTOCOL.md).
+        let rw = self.dir.join(RW_DIR);
+        let tmp = rw.join(".exit.tmp");
         let res = rec.to_json().map_err(std::io::Error::from).and_then(|b| {
-            let mut f = File::create(&tmp)?;
+            let _ = std::fs::remove_file(&tmp);
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&tmp)?;
             f.write_all(&b)?;
             f.sync_all()?;
-            std::fs::rename(&tmp, self.dir.join("exit"))
+            std::fs::rename(&tmp, rw.join("exit"))
         });
         if let Err(e) = res {
             log(&format!("write exit file: {e}"));
@@ -505,7 +522,6 @@ impl Init {
             match self.reader.next_msg() {
                 Ok(Some((msg, fds))) => self.on_msg(msg, fds),
                 Ok(None) => return,
-                Err(proto::ProtoError::MissingFds { .. }) => return,
                 Err(e) => {
                     log(&format!("protocol error: {e}; reconnecting"));
                     self.disconnect();

@@ -79,7 +79,7 @@ fn pipes_start_exit_code() {
     drop((in_r, out_w, err_w));
     // Nothing runs before Start.
     std::thread::sleep(Duration::from_millis(100));
-    assert!(!d.join("exit").exists());
+    assert!(!d.join("rw").join("exit").exists());
     c.send(&Msg::Start, &[]);
     let (started, _) = c.recv(T);
     let Msg::Started { pid } = started else {
@@ -104,7 +104,7 @@ fn pipes_start_exit_code() {
         }
         other => panic!("{other:?}"),
     }
-    let rec = ExitRecord::from_json(&std::fs::read(d.join("exit")).unwrap()).unwrap();
+    let rec = ExitRecord::from_json(&std::fs::read(d.join("rw").join("exit")).unwrap()).unwrap();
     assert_eq!((rec.exit_code, rec.signal, rec.pid), (3, None, pid));
     assert_eq!(wait_child(&mut init, T).code(), Some(3));
     let _ = std::fs::remove_dir_all(&d);
@@ -149,7 +149,7 @@ fn signal_forwarding_and_default_stdio() {
     assert_eq!(wait_child(&mut init, T).code(), Some(42));
 
     // Signal message → killed → 128+sig.
-    std::fs::remove_file(d.join("exit")).unwrap();
+    std::fs::remove_file(d.join("rw").join("exit")).unwrap();
     std::fs::write(
         d.join("process.json"),
         process_json(&["sleep", "100"], false),
@@ -180,7 +180,7 @@ fn signal_forwarding_and_default_stdio() {
         "{exited:?}"
     );
     wait_child(&mut init, T);
-    let rec = ExitRecord::from_json(&std::fs::read(d.join("exit")).unwrap()).unwrap();
+    let rec = ExitRecord::from_json(&std::fs::read(d.join("rw").join("exit")).unwrap()).unwrap();
     assert_eq!((rec.exit_code, rec.signal), (137, Some(9)));
     let _ = std::fs::remove_dir_all(&d);
 }
@@ -221,7 +221,7 @@ fn signal_before_start_and_exec_failures() {
         (vec!["/nonexistent/x"], 127, "No such file"),
         (vec!["/etc/passwd"], 126, "Permission denied"),
     ] {
-        let _ = std::fs::remove_file(d.join("exit"));
+        let _ = std::fs::remove_file(d.join("rw").join("exit"));
         std::fs::write(d.join("process.json"), process_json(&args, false)).unwrap();
         let mut init = spawn_init(&d);
         let mut c = shim.accept(T);
@@ -249,7 +249,7 @@ fn signal_before_start_and_exec_failures() {
     }
 
     // Bad process.json: exit file with an error, Error + Exited(255).
-    let _ = std::fs::remove_file(d.join("exit"));
+    let _ = std::fs::remove_file(d.join("rw").join("exit"));
     std::fs::write(d.join("process.json"), "{\"args\": []}").unwrap();
     let mut init = spawn_init(&d);
     let mut c = shim.accept(T);
@@ -258,7 +258,7 @@ fn signal_before_start_and_exec_failures() {
     let (m, _) = c.recv(T);
     assert!(matches!(m, Msg::Exited { exit_code: 255, .. }), "{m:?}");
     wait_child(&mut init, T);
-    let rec = ExitRecord::from_json(&std::fs::read(d.join("exit")).unwrap()).unwrap();
+    let rec = ExitRecord::from_json(&std::fs::read(d.join("rw").join("exit")).unwrap()).unwrap();
     assert!(rec.error.unwrap().contains("args"));
     let _ = std::fs::remove_dir_all(&d);
 }

@@ -128,7 +128,7 @@ impl Ct {
         }
         std::fs::write(rootfs.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").unwrap();
         std::fs::create_dir_all(lxcpath.join(&name)).unwrap();
-        std::fs::create_dir_all(&d).unwrap();
+        std::fs::create_dir_all(d.join("rw")).unwrap();
         // D's contents as the shim lays them out (see PROTOCOL.md).
         std::fs::copy(static_init(), d.join("init")).unwrap();
         std::fs::set_permissions(d.join("init"), std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -165,6 +165,7 @@ impl Ct {
             assert!(st.success());
             // D belongs to the CT's root (host uid 100000), mode 0700.
             std::os::unix::fs::chown(&d, Some(100000), Some(100000)).unwrap();
+            std::os::unix::fs::chown(d.join("rw"), Some(100000), Some(100000)).unwrap();
         }
         std::fs::write(lxcpath.join(&name).join("config"), cfg).unwrap();
         Ct {
@@ -355,7 +356,7 @@ fn pipes_case(tag: &str, unprivileged: bool) {
         "{exited:?}"
     );
     // The exit file was written before Exited was sent.
-    let exit = ct.d.join("exit");
+    let exit = ct.d.join("rw").join("exit");
     let rec = ExitRecord::from_json(&std::fs::read(&exit).unwrap()).unwrap();
     assert_eq!((rec.exit_code, rec.signal, rec.pid), (3, None, pid));
     let uid = std::fs::metadata(&exit).unwrap().uid();

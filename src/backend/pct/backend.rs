@@ -1,5 +1,5 @@
-//! Create (VMID, template, `pct create`, D, `pct start`, connect) and crash cleanup.
-//! pct calls per container lifecycle: create, start, destroy (+ set for Update).
+//! The pct [`Backend`]: create (see [`create`](super::create)), crash cleanup, and the
+//! destroy both share — which never touches a CT that is not provably this shim's.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -7,13 +7,14 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use super::cmd::{CreateArgs, PctCommand};
+use super::cmd::PctCommand;
 use super::ctcg::CtCgroup;
 use super::instance::PctInstance;
 use super::output::PctError;
+use super::pve::{cluster, ctconf};
 use super::runner::Pct;
-use super::vmid::{self, Allocator, RetryPolicy, Vmid, VmidRange};
-use super::{ctdir, ctl, spec, template};
+use super::vmid::{Allocator, Vmid, VmidRange};
+use super::{create, ctdir, ctl, spec};
 use crate::backend::{Backend, BundleRecord, CreateRequest, Instance, Spawned};
 use crate::config::{BackendKind, Config, PctConfig};
 use crate::error::{Error, Result};
@@ -22,6 +23,8 @@ use crate::sys::reaper;
 
 pub const KEY_VMID: &str = "vmid";
 pub const KEY_DIR: &str = "dir";
+/// The CT's ownership tag (`pvelxc-<hex>` in its `tags`), proof that a VMID is still ours.
+pub const KEY_TOKEN: &str = "token";
 /// Reservations outlive the CT's creation: released when it is destroyed.
 const RESERVATION_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 
@@ -31,9 +34,12 @@ pub struct PctBackend {
     _private: (),
 }
 
+/// The host-wide allocator over the configured range narrowed to the datacenter's
+/// `next-id` range.
 pub fn allocator(cfg: &PctConfig) -> Result<Allocator> {
-    let range = VmidRange::new(cfg.vmid_min, cfg.vmid_max)
-        .map_err(|e| Error::invalid(format!("[pct] vmid_min/vmid_max: {e}")))?;
+    let (lo, hi) = cluster::effective_range(cfg.vmid_min, cfg.vmid_max)?;
+    let range =
+        VmidRange::new(lo, hi).map_err(|e| Error::invalid(format!("[pct] vmid range: {e}")))?;
     let dir = Path::new(&cfg.state_dir);
     Ok(
         Allocator::new(dir.join("vmid.lock"), dir.join("vmid.reservations"), range)
@@ -41,48 +47,63 @@ pub fn allocator(cfg: &PctConfig) -> Result<Allocator> {
     )
 }
 
-/// VMIDs that must not be handed out: guests with a config on this node and CTs whose
-/// per-container directory still exists.
-fn in_use(state_dir: &Path, excluded: &[Vmid]) -> Vec<Vmid> {
-    let mut v = vmid::vmids_in_config_dirs(&["/etc/pve/lxc", "/etc/pve/qemu-server"]);
-    if let Ok(rd) = std::fs::read_dir(state_dir) {
-        v.extend(
-            rd.flatten()
-                .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<Vmid>().ok())),
-        );
-    }
-    v.extend_from_slice(excluded);
-    v
-}
-
-async fn allocate(
-    alloc: &Allocator,
-    state_dir: &Path,
-    owner: &str,
-    excluded: &[Vmid],
-) -> Result<Vmid> {
-    let (a, d, o, x) = (
-        alloc.clone(),
-        state_dir.to_path_buf(),
-        owner.to_string(),
-        excluded.to_vec(),
-    );
-    tokio::task::spawn_blocking(move || a.allocate_with(&o, || Ok(in_use(&d, &x))))
-        .await
-        .map_err(|e| Error::internal(format!("VMID allocation: {e}")))?
-        .map_err(|e| Error::Unavailable(format!("pct: {e}")))
-}
-
-fn release(alloc: &Allocator, vmid: Vmid) {
+pub fn release(alloc: &Allocator, vmid: Vmid) {
     if let Err(e) = alloc.release(vmid) {
         log::warn!("release VMID {vmid}: {e}");
     }
 }
 
-/// Destroy a CT and everything the shim made for it. Idempotent. A CT that is still
+/// Whose CT a VMID is now.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Ownership {
+    /// This node's CT carrying our tag.
+    Ours,
+    /// Nothing with this VMID anywhere in the cluster.
+    Gone,
+    /// Someone else's guest (why).
+    NotOurs(String),
+}
+
+pub fn ownership(vmid: Vmid, token: &str) -> Result<Ownership> {
+    if let Some(conf) = ctconf::read(vmid)? {
+        if !token.is_empty() && ctconf::has_tag(&conf, token) {
+            return Ok(Ownership::Ours);
+        }
+        let tags = ctconf::get(&conf, "tags").unwrap_or("none");
+        return Ok(Ownership::NotOurs(format!(
+            "its config does not carry our tag {token:?} (tags: {tags})"
+        )));
+    }
+    Ok(match cluster::guests()?.get(&vmid.get()) {
+        Some(g) => Ownership::NotOurs(format!("it is a {} guest of node '{}'", g.kind, g.node)),
+        None => Ownership::Gone,
+    })
+}
+
+/// Destroy a CT and everything the shim made for it, if it is provably ours (its config
+/// carries `token`); otherwise leave it alone and say so. Idempotent. A CT that is still
 /// stopping (its init just exited, an admin's shutdown) can make `destroy --force` fail
 /// transiently: retry a few times.
-pub async fn destroy(pct: &Pct, alloc: &Allocator, vmid: Vmid, dir: &Path) -> Result<()> {
+pub async fn destroy(
+    pct: &Pct,
+    alloc: &Allocator,
+    vmid: Vmid,
+    dir: &Path,
+    token: &str,
+) -> Result<()> {
+    match ownership(vmid, token)? {
+        Ownership::Ours => destroy_ct(pct, vmid).await?,
+        Ownership::Gone => log::debug!("CT {vmid} is already gone"),
+        Ownership::NotOurs(why) => {
+            log::warn!("CT {vmid} is not destroyed: {why}");
+        }
+    }
+    ctdir::remove(dir)?;
+    release(alloc, vmid);
+    Ok(())
+}
+
+async fn destroy_ct(pct: &Pct, vmid: Vmid) -> Result<()> {
     let cmd = PctCommand::Destroy {
         vmid,
         purge: true,
@@ -92,41 +113,19 @@ pub async fn destroy(pct: &Pct, alloc: &Allocator, vmid: Vmid, dir: &Path) -> Re
     loop {
         attempt += 1;
         match pct.run(&cmd).await? {
-            Ok(_) => break,
-            Err(f) if matches!(f.kind, PctError::NoSuchCt) => break,
+            Ok(_) => return Ok(()),
+            Err(f) if matches!(f.kind, PctError::NoSuchCt) => return Ok(()),
+            Err(f) if matches!(f.kind, PctError::Locked { .. }) && attempt == 1 => {
+                // A create our timeout interrupted leaves `lock: create`.
+                log::warn!("{}; unlocking CT {vmid}", f.message);
+                let _ = pct.run(&PctCommand::Unlock { vmid }).await;
+            }
             Err(f) if attempt < 6 && !matches!(f.kind, PctError::Protected) => {
                 log::debug!("{} (attempt {attempt}); retrying", f.message);
                 tokio::time::sleep(Duration::from_millis(100 * attempt)).await;
             }
             Err(f) => return Err(f.into_error()),
         }
-    }
-    ctdir::remove(dir)?;
-    release(alloc, vmid);
-    Ok(())
-}
-
-/// Wait for the init to connect; fail early if it already gave up (exit file).
-async fn connect(
-    listener: std::os::unix::net::UnixListener,
-    dir: &Path,
-    timeout: Duration,
-    stdio: &crate::sys::stdio::StdioPaths,
-) -> Result<(Arc<ctl::Ctl>, crate::sys::stdio::ProcessIo)> {
-    let gave_up = async {
-        loop {
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            if let Some(r) = ctdir::read_exit(dir) {
-                return r;
-            }
-        }
-    };
-    tokio::select! {
-        r = ctl::accept(listener, timeout, stdio) => r,
-        r = gave_up => Err(Error::internal(format!(
-            "the CT's init exited before connecting: {}",
-            r.error.unwrap_or_else(|| format!("exit code {}", r.exit_code))
-        ))),
     }
 }
 
@@ -139,6 +138,13 @@ impl Backend for PctBackend {
     fn usable(&self, config: &Config) -> std::result::Result<(), String> {
         crate::sys::command::which(&config.pct.pct)?;
         ctdir::find_init(&config.pct.init_path)?;
+        let lxc = Path::new(super::pve::PVE_DIR).join("lxc");
+        if !lxc.is_dir() {
+            return Err(format!(
+                "{} does not exist: this is not a Proxmox VE node (pmxcfs not mounted)",
+                lxc.display()
+            ));
+        }
         Ok(())
     }
 
@@ -147,119 +153,12 @@ impl Backend for PctBackend {
     }
 
     async fn create(&self, req: CreateRequest) -> Result<(Arc<dyn Instance>, Spawned)> {
-        let cfg = &req.config.pct;
-        let init = ctdir::find_init(&cfg.init_path).map_err(Error::precondition)?;
-        let mut process = req
-            .spec
-            .process()
-            .clone()
-            .ok_or_else(|| Error::invalid("the spec has no process"))?;
-        process.set_terminal(Some(req.stdio.terminal));
-        let pct = Pct::new(cfg);
-        let state_dir = PathBuf::from(&cfg.state_dir);
         let owner = format!("{}/{}", req.namespace, req.id);
-
-        let tpl = template::Packer {
-            dir: template::template_dir(cfg),
-            mounts: &req.rootfs,
-            spec: &req.spec,
-            bundle: &req.bundle,
-            timeout: pct.timeout,
-            process: Some(&process),
-        }
-        .ensure()
-        .await?;
-        let ostemplate = tpl.display().to_string();
-
-        let alloc = allocator(cfg)?;
-        let policy = RetryPolicy::default();
-        let mut excluded: Vec<Vmid> = Vec::new();
-        let mut attempt = 0u32;
-        let (vmid, dir, listener) = loop {
-            attempt += 1;
-            let vmid = allocate(&alloc, &state_dir, &owner, &excluded).await?;
-            let mut record = BundleRecord::load(&req.bundle)?.unwrap_or_default();
-            record.data.insert(KEY_VMID.into(), vmid.to_string());
-            let d = ctdir::path(&state_dir, vmid);
-            record.data.insert(KEY_DIR.into(), d.display().to_string());
-            record.save(&req.bundle)?;
-            let undo = |d: &Path| {
-                let _ = ctdir::remove(d);
-                release(&alloc, vmid);
-            };
-            let (d, listener) =
-                match ctdir::prepare(&state_dir, vmid, cfg.unprivileged, &init, &process) {
-                    Ok(v) => v,
-                    Err(e) => {
-                        undo(&d);
-                        return Err(e);
-                    }
-                };
-            let opts = match spec::ct_options(
-                cfg,
-                &req.namespace,
-                &req.id,
-                &req.spec,
-                &d,
-                &format!("{}/init", spec::CT_DIR),
-            ) {
-                Ok(o) => o,
-                Err(e) => {
-                    undo(&d);
-                    return Err(e);
-                }
-            };
-            let mut args = CreateArgs::new(vmid, ostemplate.clone());
-            args.unprivileged = Some(cfg.unprivileged);
-            args.options = opts;
-            let res = match pct.run(&PctCommand::Create(Box::new(args))).await {
-                Ok(r) => r,
-                Err(e) => {
-                    // Our own timeout: pct may have left a half-made CT.
-                    let _ = destroy(&pct, &alloc, vmid, &d).await;
-                    undo(&d);
-                    return Err(e.context("pct create"));
-                }
-            };
-            match res {
-                Ok(_) => break (vmid, d, listener),
-                Err(f) if policy.should_retry(&f.kind, attempt) => {
-                    log::warn!("{owner}: {} (attempt {attempt}); retrying", f.message);
-                    undo(&d);
-                    if matches!(f.kind, PctError::AlreadyExists { .. }) {
-                        excluded.push(vmid);
-                    }
-                    tokio::time::sleep(policy.delay(attempt)).await;
-                }
-                Err(f) => {
-                    undo(&d);
-                    return Err(f.into_error());
-                }
-            }
-        };
-        log::info!("{owner}: CT {vmid} created from {ostemplate}");
-
-        let started = async {
-            pct.run_ok(&PctCommand::Start {
-                vmid,
-                skiplock: false,
-            })
-            .await?;
-            connect(
-                listener,
-                &dir,
-                pct.timeout.min(Duration::from_secs(60)),
-                &req.stdio,
-            )
-            .await
-        }
-        .await;
-        let (ctl, io) = match started {
+        let (made, listener) = create::create_ct(&req).await?;
+        let (ctl, io) = match create::start_ct(&made, listener, &req.stdio).await {
             Ok(v) => v,
             Err(e) => {
-                if let Err(e2) = destroy(&pct, &alloc, vmid, &dir).await {
-                    log::warn!("{owner}: rollback of CT {vmid}: {e2}");
-                }
+                made.rollback(&e).await;
                 return Err(e);
             }
         };
@@ -284,27 +183,40 @@ impl Backend for PctBackend {
             .filter(|p| *p > 1)
             .and_then(|p| ctl::PidFd::open(p).ok());
         let exit_ctl = ctl.clone();
-        let exit_dir = dir.clone();
+        let exit_dir = made.dir.clone();
         let exit: crate::backend::ExitFuture = Box::pin(async move {
             if let Err(e) = init_fd.wait().await {
                 log::warn!("watching CT init {host_pid}: {e}");
             }
-            // The exit file is written before the init exits; none = killed from outside.
-            let code = ctdir::read_exit(&exit_dir)
-                .map(|r| r.exit_code)
-                .or_else(|| exit_ctl.exited().map(|e| e.exit_code))
+            // The init reports its exit over the control socket, and writes the record before
+            // it exits; none of either = killed from outside (`pct stop`): 137.
+            let record = match exit_dir.rw_fd() {
+                Ok(rw) => tokio::task::spawn_blocking(move || {
+                    use std::os::fd::AsFd;
+                    ctdir::read_exit_at(rw.as_fd())
+                })
+                .await
+                .ok()
+                .flatten(),
+                Err(_) => None,
+            };
+            let code = exit_ctl
+                .exited()
+                .map(|e| e.exit_code)
+                .or(record.map(|r| r.exit_code))
                 .unwrap_or(137);
             if let Some(m) = monitor_fd {
                 let _ = tokio::time::timeout(Duration::from_secs(10), m.wait()).await;
             }
-            reaper::Exit::new(u32::try_from(code).unwrap_or(255))
+            reaper::Exit::new(u32::try_from(code.clamp(0, 255)).unwrap_or(255))
         });
         let inst = PctInstance {
             owner,
-            vmid,
-            dir,
-            pct,
-            alloc,
+            vmid: made.vmid,
+            dir: made.dir,
+            token: made.token,
+            pct: made.pct,
+            alloc: made.alloc,
             ctcg: cgroup.as_ref().map(CtCgroup::of),
             cgroup,
             ctl,
@@ -340,6 +252,7 @@ impl Backend for PctBackend {
             Some(d) if d.is_absolute() && d.file_name() == dir.file_name() => d,
             _ => dir,
         };
-        destroy(&Pct::new(cfg), &allocator(cfg)?, vmid, &dir).await
+        let token = record.data.get(KEY_TOKEN).cloned().unwrap_or_default();
+        destroy(&Pct::new(cfg), &allocator(cfg)?, vmid, &dir, &token).await
     }
 }

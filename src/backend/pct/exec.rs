@@ -1,4 +1,4 @@
-//! Exec: `pct exec VMID -- /.pvelxc/init exec /.pvelxc/exec-<id>.json` as the shim's own child
+//! Exec: `pct exec VMID -- /.pvelxc/init exec /.pvelxc/exec-<id>.json` (spec written by the host into D) as the shim's own child
 //! with the exec's stdio (pipes, or a host pty for terminal=true); exit code and output come
 //! straight back through `pct exec` (lxc-attach). Signals go to the process itself (host pid
 //! found below the `pct exec` process, in the CT's pid namespace).
@@ -6,13 +6,13 @@
 use std::ffi::OsString;
 use std::os::fd::OwnedFd;
 use std::os::unix::process::CommandExt;
-use std::path::Path;
 use std::process::Stdio;
+use std::sync::Arc;
 
 use oci_spec::runtime::Process;
 
 use super::cmd::PctCommand;
-use super::spec::CT_DIR;
+use super::ctdir::{CtDir, CT_DIR};
 use super::vmid::Vmid;
 use crate::backend::Spawned;
 use crate::error::{Error, Result};
@@ -44,25 +44,25 @@ pub fn safe_name(s: &str) -> String {
     out
 }
 
-/// Spawn the exec; `dir` is the CT's host directory D.
+/// Spawn the exec; `dir` is the CT's host directory D (the spec goes there: the CT can read
+/// it but cannot plant or replace anything in D).
 pub fn spawn(
     pct: &str,
     vmid: Vmid,
-    dir: &Path,
+    dir: &Arc<CtDir>,
     exec_id: &str,
     process: &Process,
     stdio: &StdioPaths,
 ) -> Result<Spawned> {
-    let name = format!("exec-{}.json", safe_name(exec_id));
-    let spec_file = dir.join(&name);
-    super::ctdir::write_json(&spec_file, process)?;
+    let name = safe_name(exec_id);
+    let in_ct = dir.write_exec_spec(&name, process)?;
     let argv = PctCommand::Exec {
         vmid,
         keep_env: None,
         args: vec![
             OsString::from(format!("{CT_DIR}/init")),
             "exec".into(),
-            format!("{CT_DIR}/{name}").into(),
+            in_ct.into(),
         ],
     }
     .argv()
@@ -126,13 +126,13 @@ pub fn spawn(
     drop(cmd);
     let pid = child.id();
     let exit = reaper::watch(pid as i32);
-    let spec_file2 = spec_file.clone();
+    let spec_dir = dir.clone();
     Ok(Spawned {
         pid,
         io,
         exit: Box::pin(async move {
             let code = exit.await.unwrap_or_else(|_| reaper::Exit::new(255));
-            let _ = std::fs::remove_file(&spec_file2);
+            spec_dir.remove_exec_spec(&name);
             code
         }),
     })

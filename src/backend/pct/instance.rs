@@ -13,6 +13,7 @@ use tokio::sync::mpsc;
 
 use super::cmd::{CtOptions, PctCommand};
 use super::ctcg::CtCgroup;
+use super::ctdir::CtDir;
 use super::ctl::Ctl;
 use super::runner::Pct;
 use super::vmid::{Allocator, Vmid};
@@ -27,7 +28,9 @@ pub struct PctInstance {
     pub owner: String,
     pub vmid: Vmid,
     /// The per-container host directory D.
-    pub dir: PathBuf,
+    pub dir: Arc<CtDir>,
+    /// The ownership tag this shim gave the CT (checked before any destroy).
+    pub token: String,
     pub pct: Pct,
     pub alloc: Allocator,
     pub ctl: Arc<Ctl>,
@@ -162,7 +165,14 @@ impl Instance for PctInstance {
             return Ok(());
         }
         self.ctl.close();
-        backend::destroy(&self.pct, &self.alloc, self.vmid, &self.dir).await?;
+        backend::destroy(
+            &self.pct,
+            &self.alloc,
+            self.vmid,
+            self.dir.path(),
+            &self.token,
+        )
+        .await?;
         log::info!("{}: CT {} destroyed", self.owner, self.vmid);
         *done = true;
         Ok(())

@@ -13,13 +13,16 @@
 
 pub mod backend;
 pub mod cmd;
+pub mod create;
 pub mod ctcg;
 pub mod ctdir;
 pub mod ctl;
 pub mod exec;
 pub mod instance;
+pub mod limits;
 pub mod lock;
 pub mod output;
+pub mod pve;
 pub mod runner;
 pub mod spec;
 pub mod template;

@@ -401,6 +401,13 @@ fn classify_line(l: &str) -> Option<PctError> {
             }
         }
     }
+    // pmxcfs refuses a second config file for a VMID (EEXIST) when another node or
+    // another create won the race: `unable to create CT 101 - ... File exists`.
+    if l.contains("File exists") {
+        if let Some(n) = number_after(l, "unable to create CT ").and_then(|n| n.parse().ok()) {
+            return Some(PctError::AlreadyExists { vmid: n });
+        }
+    }
     if l.contains("protection mode enabled") {
         return Some(PctError::Protected);
     }
@@ -664,6 +671,15 @@ mod tests {
         assert_eq!(
             err(255, "", "VM 205 already exists on node 'pve'\n"),
             PctError::AlreadyExists { vmid: 205 }
+        );
+        assert_eq!(
+            err(
+                255,
+                "",
+                "unable to create CT 300002 - close (rename) atomic file \
+                 '/etc/pve/nodes/pve/lxc/300002.conf' failed: File exists\n"
+            ),
+            PctError::AlreadyExists { vmid: 300_002 }
         );
     }
 

@@ -9,6 +9,9 @@ use crate::config::PctConfig;
 use crate::error::{Error, Result};
 use crate::sys::command::{Cmd, Output};
 
+/// A timed-out pct gets SIGTERM and this long to end before SIGKILL.
+const UNLOCK_GRACE: Duration = Duration::from_secs(10);
+
 /// A failed pct call: what pct said, classified, plus the text shown to containerd.
 #[derive(Debug)]
 pub struct PctFailure {
@@ -74,7 +77,7 @@ impl Pct {
     async fn call(&self, prog: &str, args: Vec<std::ffi::OsString>) -> Result<(Output, Duration)> {
         let mut argv = vec![std::ffi::OsString::from(prog)];
         argv.extend(args);
-        let cmd = Cmd::new(argv).timeout(self.timeout);
+        let cmd = Cmd::new(argv).timeout(self.timeout).grace(UNLOCK_GRACE);
         let shown = cmd.display();
         let t0 = Instant::now();
         let out = cmd.output().await;
@@ -88,7 +91,14 @@ impl Pct {
         let args = c
             .argv()
             .map_err(|e| Error::invalid(format!("pct {}: {e}", c.subcommand())))?;
-        let (out, _) = self.call(&self.pct, args).await?;
+        let (out, _) = match self.call(&self.pct, args).await {
+            Ok(v) => v,
+            Err(e @ Error::DeadlineExceeded(_)) => {
+                self.unlock_after_timeout(c).await;
+                return Err(e);
+            }
+            Err(e) => return Err(e),
+        };
         let code = i32::try_from(out.code).ok();
         match output::classify(code, &out.stdout, &out.stderr) {
             Ok(o) => {
@@ -104,6 +114,30 @@ impl Pct {
                     message: format!("pct {}{target}: {}", c.subcommand(), pct_message(&out)),
                 }))
             }
+        }
+    }
+
+    /// A killed pct CLI can orphan its worker, which keeps the CT's config lock: the next
+    /// call would fail `CT is locked`. Release it (`pct unlock`), logging what happened.
+    async fn unlock_after_timeout(&self, c: &PctCommand) {
+        let Some(vmid) = c.vmid().filter(|_| c.takes_lock()) else {
+            return;
+        };
+        let unlock = PctCommand::Unlock { vmid };
+        let Ok(args) = unlock.argv() else { return };
+        match self.call(&self.pct, args).await {
+            Ok((o, _)) if o.success() => {
+                log::warn!(
+                    "pct {} {vmid} timed out; CT {vmid} unlocked",
+                    c.subcommand()
+                )
+            }
+            Ok((o, _)) => log::warn!(
+                "pct {} {vmid} timed out; pct unlock {vmid}: {}",
+                c.subcommand(),
+                pct_message(&o)
+            ),
+            Err(e) => log::warn!("pct {} {vmid} timed out; pct unlock: {e}", c.subcommand()),
         }
     }
 

@@ -7,11 +7,13 @@ use std::path::Path;
 use oci_spec::runtime::{LinuxResources, Spec};
 
 use super::cmd::{CtOptions, Features, Hostname, IpConfig, MountPoint, NetSpec, OsType, Tag};
+use super::ctdir::CtSettings;
+use super::pve::version::PkgVersion;
 use crate::config::PctConfig;
 use crate::error::{Error, Result};
+use pvelxc_init::ct::NetConfig;
 
-/// Where the per-container directory appears in the CT.
-pub const CT_DIR: &str = "/.pvelxc";
+pub use super::ctdir::CT_DIR;
 /// CRI marks sandboxes and pod containers with this annotation.
 pub const CRI_CONTAINER_TYPE: &str = "io.kubernetes.cri.container-type";
 const CRI_SANDBOX_NAME: &str = "io.kubernetes.cri.sandbox-name";
@@ -57,6 +59,18 @@ pub fn hostname(spec: &Spec, id: &str) -> Hostname {
     Hostname::sanitize(&(base + &suffix))
 }
 
+/// OCI `cpu.shares` → Proxmox `cpuunits`. On cgroup v2 hosts (PVE 8/9) cpuunits is
+/// `cpu.weight` (1..10000, default 100): convert like runc/crun,
+/// weight = 1 + ((shares − 2) × 9999) / 262142. On cgroup v1 it is `cpu.shares` (2..262144).
+pub fn cpuunits(shares: u64, unified: bool) -> u32 {
+    let s = shares.clamp(2, 262_144);
+    if unified {
+        (1 + ((s - 2) * 9999) / 262_142) as u32
+    } else {
+        s as u32
+    }
+}
+
 /// Memory/swap/cpu from OCI resources (also used by Update).
 pub fn resources(r: &LinuxResources, o: &mut CtOptions) {
     if let Some(m) = r.memory() {
@@ -84,20 +98,17 @@ pub fn resources(r: &LinuxResources, o: &mut CtOptions) {
         }
         if let Some(s) = c.shares() {
             if s > 0 {
-                o.cpuunits = Some(u32::try_from(s.min(500_000)).unwrap_or(500_000));
+                o.cpuunits = Some(cpuunits(s, crate::sys::cgroup::is_unified()));
             }
         }
     }
 }
 
-/// Bind mounts of host directories → mp1.. (mp0 is the shim's directory).
-fn mount_points(spec: &Spec, ct_dir_host: &Path) -> Result<Vec<MountPoint>> {
-    let mut out = vec![MountPoint::bind(
-        0,
-        ct_dir_host.display().to_string(),
-        CT_DIR,
-    )];
-    let mut index = 1u8;
+/// Bind mounts of host directories → mp2.. (mp0/mp1 are the shim's directory, see
+/// [`CtDir::mount_points`](super::ctdir::CtDir::mount_points)). Added after `pct create`.
+pub fn mount_points(spec: &Spec) -> Result<Vec<MountPoint>> {
+    let mut out = Vec::new();
+    let mut index = 2u8;
     for m in spec.mounts().as_deref().unwrap_or_default() {
         let opts = m.options().clone().unwrap_or_default();
         let is_bind =
@@ -127,14 +138,17 @@ fn mount_points(spec: &Spec, ct_dir_host: &Path) -> Result<Vec<MountPoint>> {
         index = index
             .checked_add(1)
             .filter(|i| *i < 255)
-            .ok_or_else(|| Error::invalid("too many bind mounts for a CT (at most 254)"))?;
+            .ok_or_else(|| Error::invalid("too many bind mounts for a CT (at most 253)"))?;
     }
     Ok(out)
 }
 
-fn network(cfg: &PctConfig) -> Result<Vec<NetSpec>> {
+/// `network = "bridge"`: a veth on the bridge. pve-container ≥ 6.0.15 configures the address
+/// itself (`host-managed=1`); older versions leave an `unmanaged` CT's interface down, so the
+/// init configures a static address (returned for `ct.json`); DHCP needs 6.0.15+.
+pub fn network(cfg: &PctConfig, pve: PkgVersion) -> Result<(Vec<NetSpec>, Option<NetConfig>)> {
     match cfg.network.as_str() {
-        "none" | "" => Ok(Vec::new()),
+        "none" | "" => Ok((Vec::new(), None)),
         "bridge" => {
             let mut n = NetSpec::new(0, "eth0");
             n.bridge = Some(cfg.bridge.clone());
@@ -146,9 +160,34 @@ fn network(cfg: &PctConfig) -> Result<Vec<NetSpec>> {
             if !cfg.gateway.is_empty() {
                 n.gw = Some(cfg.gateway.clone());
             }
+            let mut inside = None;
+            if pve.features().host_managed_net {
+                n.host_managed = Some(true);
+            } else {
+                match n.ip.as_ref() {
+                    Some(IpConfig::Dhcp) => {
+                        return Err(Error::precondition(format!(
+                            "[pct] network = \"bridge\" with ip = \"dhcp\" needs host-managed \
+                             networking (pve-container 6.0.15+, Proxmox VE 9.1); this host has \
+                             pve-container {pve}: set [pct] ip to a static address like \
+                             10.0.0.5/24 (the CT's init configures it) or upgrade"
+                        )))
+                    }
+                    Some(IpConfig::Cidr(c)) => {
+                        pvelxc_init::ct::parse_cidr(c)
+                            .map_err(|e| Error::invalid(format!("[pct] ip: {e}")))?;
+                        inside = Some(NetConfig {
+                            iface: n.name.clone(),
+                            address: c.clone(),
+                            gateway: n.gw.clone(),
+                        });
+                    }
+                    _ => {}
+                }
+            }
             n.render()
                 .map_err(|e| Error::invalid(format!("[pct] network: {e}")))?;
-            Ok(vec![n])
+            Ok((vec![n], inside))
         }
         other => Err(Error::invalid(format!(
             "[pct] network = {other:?}: expected \"none\" or \"bridge\""
@@ -194,33 +233,68 @@ fn provenance(namespace: &str, id: &str, spec: &Spec, o: &mut CtOptions) {
     o.description = Some(d.replace('\0', ""));
 }
 
-/// Everything `pct create` gets besides VMID, template and storage.
-pub fn ct_options(
+/// What `pct create` gets besides VMID and template, and what the init applies itself.
+pub struct CtPlan {
+    pub options: CtOptions,
+    pub settings: CtSettings,
+    /// Raw `lxc.*` lines for the CT config (written under the config lock after create).
+    pub raw_lines: Vec<String>,
+}
+
+/// Everything about the CT that follows from config, host and spec. `token` is this
+/// create's ownership tag; `rootfs` comes from the host's storage.cfg.
+#[allow(clippy::too_many_arguments)]
+pub fn plan(
     cfg: &PctConfig,
+    pve: PkgVersion,
     namespace: &str,
     id: &str,
     spec: &Spec,
-    ct_dir_host: &Path,
+    rootfs: super::cmd::Rootfs,
     init: &str,
-) -> Result<CtOptions> {
+    token: &str,
+) -> Result<CtPlan> {
+    let (nets, net) = network(cfg, pve)?;
+    let mut raw_lines = Vec::new();
+    let entrypoint = if pve.features().entrypoint {
+        Some(init.to_string())
+    } else {
+        // Honoured by every pve-container version (appended to the generated LXC config).
+        raw_lines.push(format!("lxc.init.cmd: {init}"));
+        None
+    };
     let mut o = CtOptions {
         hostname: Some(hostname(spec, id)),
-        rootfs: Some(super::cmd::Rootfs::Alloc {
-            storage: cfg.storage.clone(),
-            size_gib: cfg.rootfs_size_gib.max(1),
-        }),
+        rootfs: Some(rootfs),
         ostype: Some(OsType::Unmanaged),
-        entrypoint: Some(init.to_string()),
-        nets: network(cfg)?,
-        mps: mount_points(spec, ct_dir_host)?,
+        entrypoint,
+        nets,
         features: features(spec),
         ..Default::default()
     };
     if let Some(r) = spec.linux().as_ref().and_then(|l| l.resources().as_ref()) {
         resources(r, &mut o);
     }
+    raw_lines.extend(super::limits::raw_lines(
+        spec,
+        crate::sys::cgroup::is_unified(),
+    ));
+    super::limits::check_dropped(spec, cfg.strict)?;
     provenance(namespace, id, spec, &mut o);
-    Ok(o)
+    o.tags.push(Tag::sanitize(token));
+    let settings = CtSettings {
+        readonly_root: spec
+            .root()
+            .as_ref()
+            .and_then(|r| r.readonly())
+            .unwrap_or(false),
+        net,
+    };
+    Ok(CtPlan {
+        options: o,
+        settings,
+        raw_lines,
+    })
 }
 
 #[cfg(test)]

@@ -1,10 +1,9 @@
 //! `pct create <vmid> <ostemplate> [OPTIONS]`.
 
 use std::fs;
-use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
+use super::extract;
 use super::validate::{check_features, is_dns_name, normalize_net, normalize_tags, parse_mp};
 use super::{check_lock, config_exists, load_config, write_config, Ctx};
 use crate::conf::PctConfig;
@@ -13,6 +12,8 @@ use crate::getopt::Parsed;
 use crate::idmap;
 use crate::lock::{lock_config, CREATE_TIMEOUT};
 use crate::paths::Root;
+use crate::profile::Profile;
+use crate::propstr::PropStr;
 use crate::storage::{self, Volume};
 
 /// Options that are not stored in the config.
@@ -37,6 +38,7 @@ pub fn is_disk_key(k: &str) -> bool {
 
 /// Validate/normalise one non-disk option into `conf`; errors go to `errors`.
 pub fn apply_simple_option(
+    profile: Profile,
     conf: &mut PctConfig,
     k: &str,
     v: &str,
@@ -62,34 +64,36 @@ pub fn apply_simple_option(
             Err(e) => errors.push((k.into(), e)),
         },
         "description" => conf.main.description = Some(v.to_string()),
-        _ if k.starts_with("net") => match normalize_net(v) {
+        _ if k.starts_with("net") => match normalize_net(v, profile.has_host_managed()) {
             Ok(n) => conf.set(k, n),
-            Err((sfx, m)) => errors.push((format!("{k}{sfx}"), m)),
+            Err(errs) => errors.extend(errs.into_iter().map(|(sfx, m)| (format!("{k}{sfx}"), m))),
         },
         _ => conf.set(k, v),
     }
 }
 
 /// Allocate (or check) the volume of a rootfs/mpN value; returns the config value to store and
-/// the newly allocated volume id, if any.
+/// the newly allocated volume id, if any. New volumes' roots are owned by `owner` (the CT's
+/// root on the host).
 pub fn create_disk(
     root: &Root,
     vmid: u32,
     key: &str,
     value: &str,
+    owner: (u32, u32),
 ) -> Result<(String, Option<String>)> {
     let mut p = parse_mp(value, key == "rootfs").map_err(|(s, m)| die(format!("{key}{s}: {m}")))?;
     let vol = p.default.clone().unwrap_or_default();
     match storage::parse_volume(&vol).map_err(die)? {
         Volume::Alloc { sid, size_gib } => {
-            let volid = storage::alloc_subvol(root, &sid, vmid)?;
+            let volid = storage::alloc(root, &sid, vmid, size_gib, owner)?;
             p.default = Some(volid.clone());
             p.set("size", &storage::format_size_gib(size_gib));
             Ok((p.print(&["mp"]), Some(volid)))
         }
         Volume::Existing { sid, volname } => {
             let path = storage::volume_path(root, &sid, &volname)?;
-            if !path.exists() {
+            if !path.exists() && !storage::thin::image_path(root, &sid, &volname).exists() {
                 return Err(die(format!("volume '{vol}' does not exist")));
             }
             Ok((p.print(&["mp"]), None))
@@ -153,70 +157,13 @@ pub fn detect_ostype(rootfs: &Path) -> Result<String> {
     Ok("unmanaged".into())
 }
 
-/// Unpack a template archive into `dir` with system tar (argv, no shell); tar's totals go to
-/// our stdout like the task log.
-fn extract(archive: &Path, dir: &Path) -> Result<()> {
-    let name = archive
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let mut argv: Vec<String> = vec!["tar".into(), "xpf".into(), archive.display().to_string()];
-    if let Some(c) = storage::compression_of(&name).filter(|c| !c.is_empty()) {
-        argv.push(c.into());
-    }
-    argv.extend(
-        [
-            "--totals",
-            "--one-file-system",
-            "--numeric-owner",
-            "--xattrs",
-            "--xattrs-include=user.*",
-            "--xattrs-include=security.capability",
-            "--warning=no-file-ignored",
-            "--warning=no-xattr-write",
-            "-C",
-        ]
-        .map(String::from),
-    );
-    argv.push(dir.display().to_string());
-    argv.extend(
-        [
-            "--skip-old-files",
-            "--anchored",
-            "--exclude",
-            "./dev/*",
-            "--exclude",
-            "dev/*",
-        ]
-        .map(String::from),
-    );
-    println!("extracting archive '{}'", archive.display());
-    let out = std::io::stdout()
-        .as_fd()
-        .try_clone_to_owned()
-        .ctx(|| "unable to dup stdout".to_string())?;
-    let st = Command::new(&argv[0])
-        .args(&argv[1..])
-        .stdin(Stdio::null())
-        .stderr(Stdio::from(out))
-        .status()
-        .ctx(|| format!("command '{}' failed", argv.join(" ")))?;
-    if !st.success() {
-        return Err(die(format!(
-            "command '{}' failed: exit code {}",
-            argv.join(" "),
-            st.code().unwrap_or(-1)
-        )));
-    }
-    Ok(())
-}
-
 pub fn run(ctx: &Ctx, p: &Parsed) -> Result<()> {
     let root = &ctx.root;
     let vmid = p.vmid();
     let usage = ctx.spec.usage();
     let force = p.flag("force");
     let exists_msg = format!("CT {vmid} already exists on node '{}'", root.node);
+    crate::cluster::precheck_create(root, vmid, force)?; // shape hook: VMIDs are cluster-wide
     if config_exists(root, vmid) {
         if !force {
             return Err(die(exists_msg));
@@ -227,7 +174,7 @@ pub fn run(ctx: &Ctx, p: &Parsed) -> Result<()> {
     }
     let archive = storage::resolve_template(root, p.arg("ostemplate"))?;
     let storage_id = p.opt("storage").unwrap_or("local").to_string();
-    storage::check_storage(&storage_id)?;
+    let default_storage = storage::check_storage(root, &storage_id)?;
 
     // disks: plain numbers mean "default storage:SIZE"
     let mut disks: Vec<(String, String)> = Vec::new();
@@ -249,8 +196,8 @@ pub fn run(ctx: &Ctx, p: &Parsed) -> Result<()> {
                 let vol = pp.default.clone().unwrap_or_default();
                 match storage::parse_volume(&vol) {
                     Ok(Volume::Alloc { sid, .. }) | Ok(Volume::Existing { sid, .. }) => {
-                        storage::check_storage(&sid)?;
-                        if !storage::supports_rootdir(&sid) {
+                        let def = storage::check_storage(root, &sid)?;
+                        if !storage::supports_rootdir(&def) {
                             return Err(param_err(
                                 "storage",
                                 format!("storage '{sid}' does not support container directories"),
@@ -272,7 +219,7 @@ pub fn run(ctx: &Ctx, p: &Parsed) -> Result<()> {
         ));
     }
     if disks.is_empty() {
-        if !storage::supports_rootdir(&storage_id) {
+        if !storage::supports_rootdir(&default_storage) {
             return Err(param_err(
                 "storage",
                 format!("storage '{storage_id}' does not support container directories"),
@@ -289,7 +236,7 @@ pub fn run(ctx: &Ctx, p: &Parsed) -> Result<()> {
         if is_disk_key(k) || NOT_CONFIG.contains(&k.as_str()) {
             continue;
         }
-        apply_simple_option(&mut conf, k, v, &mut errors);
+        apply_simple_option(ctx.profile, &mut conf, k, v, &mut errors);
     }
     if !errors.is_empty() {
         errors.sort();
@@ -309,6 +256,9 @@ pub fn run(ctx: &Ctx, p: &Parsed) -> Result<()> {
         if ctx.faults.create_exists(vmid) {
             return Err(fail(die(exists_msg)));
         }
+        if !force {
+            crate::cluster::check_vmid_unused(root, vmid).map_err(fail)?; // shape hook
+        }
         if config_exists(root, vmid) {
             if !force {
                 return Err(fail(die(exists_msg)));
@@ -319,7 +269,8 @@ pub fn run(ctx: &Ctx, p: &Parsed) -> Result<()> {
         // create_and_lock_config: the CT exists from now on, locked
         let mut placeholder = PctConfig::default();
         placeholder.set("lock", "create");
-        write_config(root, vmid, &placeholder).map_err(fail)?;
+        // shape hook: pmxcfs semantics (EEXIST for a VMID used elsewhere, O_EXCL, .vmlist)
+        crate::cluster::create_config(root, vmid, &placeholder.to_text(), force).map_err(fail)?;
 
         let mut allocated: Vec<String> = Vec::new();
         let res = build(
@@ -337,6 +288,7 @@ pub fn run(ctx: &Ctx, p: &Parsed) -> Result<()> {
                 let _ = storage::free_volume(root, v);
             }
             let _ = fs::remove_file(root.conf_path(vmid));
+            let _ = crate::cluster::refresh_vmlist(root); // shape hook
             return Err(fail(e));
         }
     }
@@ -358,27 +310,44 @@ fn build(
     allocated: &mut Vec<String>,
 ) -> Result<()> {
     let root = &ctx.root;
+    let owner = if unprivileged {
+        (idmap::BASE, idmap::BASE)
+    } else {
+        (0, 0)
+    };
     for (k, v) in disks {
-        let (val, new) = create_disk(root, vmid, k, v)?;
+        let (val, new) = create_disk(root, vmid, k, v, owner)?;
         if let Some(n) = new {
             allocated.push(n);
         }
         conf.set(k, val);
     }
+    if let Some(vol) = conf
+        .get("rootfs")
+        .and_then(|r| PropStr::parse(r, Some("volume")).ok())
+        .and_then(|p| p.default)
+    {
+        storage::activate(root, &vol)?;
+    }
     let rootfs: PathBuf = crate::lxc::rootfs_path(root, conf)?;
     if unprivileged {
         idmap::ensure_subids()?;
-    }
-    match extract(archive, &rootfs) {
-        Ok(()) => {}
-        Err(e) if p.flag("ignore-unpack-errors") => {
-            println!("WARN: {}", e.to_string().trim_end());
-        }
-        Err(e) => return Err(e),
-    }
-    if unprivileged {
-        idmap::shift_tree(&rootfs)?;
         root.ensure_traversable(&rootfs)?;
+    }
+    std::os::unix::fs::lchown(&rootfs, Some(owner.0), Some(owner.1))
+        .ctx(|| format!("unable to chown '{}'", rootfs.display()))?;
+    {
+        let _mps = extract::mount_mps(root, conf, &rootfs, unprivileged)?;
+        if ctx.profile.lists_archive_at_create() {
+            extract::list_archive(archive)?;
+        }
+        match extract::extract(archive, &rootfs, unprivileged) {
+            Ok(()) => {}
+            Err(e) if p.flag("ignore-unpack-errors") => {
+                println!("WARN: {}", e.to_string().trim_end());
+            }
+            Err(e) => return Err(e),
+        }
     }
     if conf.get("ostype").is_none() {
         let os = detect_ostype(&rootfs)?;

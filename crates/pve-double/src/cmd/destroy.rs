@@ -69,5 +69,6 @@ pub fn run(ctx: &Ctx, p: &Parsed) -> Result<()> {
             "unable to remove '{}' - {e}",
             root.conf_path(vmid).display()
         ))
-    })
+    })?;
+    crate::cluster::refresh_vmlist(root) // shape hook: .vmlist follows the config files
 }

@@ -8,11 +8,13 @@ use crate::error::{die, Context, Result};
 use crate::faults::Faults;
 use crate::getopt::{Opt, Parsed, Spec, Ty};
 use crate::paths::Root;
+use crate::profile::Profile;
 
 pub mod config;
 pub mod create;
 pub mod destroy;
 pub mod exec;
+pub mod extract;
 pub mod list;
 pub mod misc;
 pub mod set;
@@ -26,6 +28,7 @@ pub struct Ctx {
     pub root: Root,
     pub faults: Faults,
     pub spec: Spec,
+    pub profile: Profile,
 }
 
 /// pct's commands (for prefix resolution).
@@ -64,9 +67,10 @@ pub const OSTYPES: &[&str] = &[
 
 const ARCHES: &[&str] = &["amd64", "i386", "arm64", "armhf", "riscv32", "riscv64"];
 
-/// Options shared by create and set (the container config schema).
-pub fn ct_opts() -> Vec<Opt> {
-    vec![
+/// Options shared by create and set (the container config schema of the profile's
+/// pve-container: no `entrypoint`/`env` before 6.0.15).
+pub fn ct_opts(profile: Profile) -> Vec<Opt> {
+    let mut v = vec![
         Opt::new("arch", Ty::Enum(ARCHES)),
         Opt::new("cmode", Ty::Enum(&["shell", "console", "tty"])),
         Opt::new("console", Ty::Bool),
@@ -98,15 +102,19 @@ pub fn ct_opts() -> Vec<Opt> {
         Opt::new("tty", Ty::Int(Some(0), Some(6))),
         Opt::new("unprivileged", Ty::Bool),
         Opt::indexed("unused", Ty::Str, 256),
-    ]
+    ];
+    if !profile.has_entrypoint_env() {
+        v.retain(|o| !matches!(o.name, "entrypoint" | "env"));
+    }
+    v
 }
 
 /// The parameter schema of a command.
-pub fn spec_for(cmd: &'static str) -> Spec {
+pub fn spec_for(cmd: &'static str, profile: Profile) -> Spec {
     let vmid = vec![("vmid", Ty::Vmid)];
     let (args, extra_args, opts): (Vec<(&'static str, Ty)>, bool, Vec<Opt>) = match cmd {
         "create" => {
-            let mut o = ct_opts();
+            let mut o = ct_opts(profile);
             o.extend([
                 Opt::new("force", Ty::Bool),
                 Opt::new("ha-managed", Ty::Bool),
@@ -122,7 +130,7 @@ pub fn spec_for(cmd: &'static str) -> Spec {
             (vec![("vmid", Ty::Vmid), ("ostemplate", Ty::Str)], false, o)
         }
         "set" => {
-            let mut o = ct_opts();
+            let mut o = ct_opts(profile);
             o.extend([
                 Opt::new("delete", Ty::Str),
                 Opt::new("digest", Ty::Str),
@@ -210,7 +218,7 @@ pub fn run(ctx: &Ctx, cmd: &str, p: &Parsed) -> Result<()> {
         "help" => {
             let mut out = String::from("USAGE: pct <COMMAND> [ARGS] [OPTIONS]\n");
             for c in COMMANDS {
-                out.push_str(&format!("       {}\n", spec_for(c).usage()));
+                out.push_str(&format!("       {}\n", spec_for(c, ctx.profile).usage()));
             }
             print!("{out}");
             Ok(())
@@ -235,9 +243,20 @@ pub fn load_config(root: &Root, vmid: u32) -> Result<PctConfig> {
             )))
         }
     };
-    let (conf, warnings) = PctConfig::parse(&text, vmid);
+    let (mut conf, warnings) = PctConfig::parse(&text, vmid);
     for w in warnings {
         eprintln!("{w}");
+    }
+    // keys the profile's pve-container does not know are dropped with PVE's parse warning
+    if !Profile::load(Some(&root.root))?.has_entrypoint_env() {
+        for k in ["entrypoint", "env"] {
+            if let Some(v) = conf.remove(k) {
+                eprintln!("vm {vmid} - unable to parse config: {k}: {v}");
+            }
+            if let Some(p) = conf.pending.as_mut() {
+                p.keys.remove(k);
+            }
+        }
     }
     Ok(conf)
 }
@@ -280,4 +299,44 @@ pub fn all_vmids(root: &Root) -> Vec<u32> {
         .unwrap_or_default();
     out.sort_unstable();
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(a: &[&str]) -> Vec<String> {
+        a.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn entrypoint_env_only_from_6_0_15() {
+        for cmd in ["create", "set"] {
+            let args: &[&str] = if cmd == "create" {
+                &["100", "local:vztmpl/x.tar", "--entrypoint", "/bin/sh"]
+            } else {
+                &["100", "--entrypoint", "/bin/sh"]
+            };
+            let ok = spec_for(cmd, Profile::Pve91).parse(&v(args)).unwrap();
+            assert_eq!(ok.opt("entrypoint"), Some("/bin/sh"));
+            for p in [Profile::Pve8, Profile::Pve90] {
+                let spec = spec_for(cmd, p);
+                let (msg, code) = spec.parse(&v(args)).unwrap_err().render();
+                assert_eq!(code, 255);
+                assert_eq!(
+                    msg,
+                    format!(
+                        "Unknown option: entrypoint\n400 unable to parse option\n\n{}\n",
+                        spec.usage()
+                    )
+                );
+                let e = spec
+                    .parse(&v(&["100", "x", "--env", "A=1"]))
+                    .unwrap_err()
+                    .render()
+                    .0;
+                assert!(e.starts_with("Unknown option: env\n"), "{e}");
+            }
+        }
+    }
 }

@@ -128,10 +128,15 @@ pub fn run(ctx: &Ctx, p: &Parsed) -> Result<()> {
         if k == "lock" {
             staged.set(k, v);
         } else if is_disk_key(k) {
-            let (val, _) = create_disk(root, vmid, k, v)?;
+            let owner = if conf.is_unprivileged() {
+                (crate::idmap::BASE, crate::idmap::BASE)
+            } else {
+                (0, 0)
+            };
+            let (val, _) = create_disk(root, vmid, k, v, owner)?;
             staged.set(k, val);
         } else {
-            apply_simple_option(&mut staged, k, v, &mut errors);
+            apply_simple_option(ctx.profile, &mut staged, k, v, &mut errors);
         }
     }
     if !errors.is_empty() {

@@ -5,6 +5,7 @@ use crate::error::{die, PveError, Result};
 use crate::getopt::Parsed;
 use crate::lock::{lock_config, DEFAULT_TIMEOUT};
 use crate::lxc;
+use crate::manager::StartError;
 
 pub fn run(ctx: &Ctx, p: &Parsed) -> Result<()> {
     start_ct(ctx, p.vmid(), p.flag("skiplock"))
@@ -53,6 +54,14 @@ pub fn start_ct(ctx: &Ctx, vmid: u32, skiplock: bool) -> Result<()> {
     };
     if let Err(e) = lxc::prepare(root, vmid, &conf) {
         return Err(failed(Some(e.to_string())));
+    }
+    if crate::manager::is_managed(root) {
+        // inside a pve-shape: `systemctl start pve-container@<vmid>` (lxc-start becomes a
+        // child of the service manager, not of this pct)
+        return crate::manager::start(root, vmid, lxc::start_timeout()).map_err(|e| match e {
+            StartError::Failed => failed(None),
+            StartError::Manager(m) => failed(Some(m)),
+        });
     }
     lxc::start(root, vmid).map_err(|_| failed(None))
 }

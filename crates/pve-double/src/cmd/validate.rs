@@ -47,50 +47,71 @@ pub fn random_hwaddr() -> String {
     format!("BC:24:11:{:02X}:{:02X}:{:02X}", b[0], b[1], b[2])
 }
 
+/// netN properties of pve-container 6.0.15+ (`host-managed` is new there).
+const NET_KEYS: &[&str] = &[
+    "name",
+    "bridge",
+    "firewall",
+    "gw",
+    "gw6",
+    "host-managed",
+    "hwaddr",
+    "ip",
+    "ip6",
+    "link_down",
+    "mtu",
+    "rate",
+    "tag",
+    "trunks",
+    "type",
+];
+
+const NOT_IN_SCHEMA: &str =
+    "property is not defined in schema and the schema does not allow additional properties";
+
+/// A property-string schema error as PVE::JSONSchema reports it: `netN: invalid format - format
+/// error` plus one `netN.<prop>: ...` line per problem. Entries are (param suffix, message).
+fn format_error(details: Vec<(String, String)>) -> Vec<(String, String)> {
+    let mut v = vec![(String::new(), "invalid format - format error".to_string())];
+    v.extend(details);
+    v
+}
+
 /// Validate and normalise a netN value: `name` required, `type=veth`, random `hwaddr`.
+/// `host_managed`: whether the profile knows the `host-managed` property (6.0.15+).
 /// Errors are (param suffix, message) pairs, e.g. (".name", "property is missing ...").
-pub fn normalize_net(v: &str) -> Result<String, (String, String)> {
-    let mut p =
-        PropStr::parse(v, None).map_err(|e| (String::new(), format!("invalid format - {e}")))?;
-    const KEYS: &[&str] = &[
-        "name",
-        "bridge",
-        "firewall",
-        "gw",
-        "gw6",
-        "host-managed",
-        "hwaddr",
-        "ip",
-        "ip6",
-        "link_down",
-        "mtu",
-        "rate",
-        "tag",
-        "trunks",
-        "type",
-    ];
+pub fn normalize_net(v: &str, host_managed: bool) -> Result<String, Vec<(String, String)>> {
+    let mut p = PropStr::parse(v, None)
+        .map_err(|e| vec![(String::new(), format!("invalid format - {e}"))])?;
+    let mut details = Vec::new();
     for (k, _) in &p.pairs {
-        if !KEYS.contains(&k.as_str()) {
-            return Err((
-                String::new(),
-                format!("invalid format - unknown property '{k}'"),
-            ));
+        if !NET_KEYS.contains(&k.as_str()) || (k == "host-managed" && !host_managed) {
+            details.push((format!(".{k}"), NOT_IN_SCHEMA.to_string()));
         }
     }
     match p.get("name") {
-        None => {
-            return Err((
-                ".name".into(),
-                "property is missing and it is not optional".into(),
-            ))
-        }
+        None => details.push((
+            ".name".into(),
+            "property is missing and it is not optional".into(),
+        )),
         Some(n) if n.is_empty() || n.len() > 15 || n.contains('/') => {
-            return Err((
+            return Err(vec![(
                 ".name".into(),
                 format!("invalid format - invalid interface name '{n}'"),
-            ))
+            )])
         }
         _ => {}
+    }
+    if let Some(h) = p.get("host-managed") {
+        if crate::getopt::parse_bool(h).is_none() {
+            details.push((
+                ".host-managed".into(),
+                format!("type check ('boolean') failed - got '{h}'"),
+            ));
+        }
+    }
+    if !details.is_empty() {
+        return Err(format_error(details));
     }
     if p.get("type").is_none() {
         p.set("type", "veth");
@@ -190,14 +211,32 @@ mod tests {
 
     #[test]
     fn net() {
-        let n = normalize_net("bridge=vmbr0,name=eth0,ip=dhcp").unwrap();
+        let n = normalize_net("bridge=vmbr0,name=eth0,ip=dhcp", false).unwrap();
         assert!(
             n.starts_with("name=eth0,bridge=vmbr0,hwaddr=BC:24:11:"),
             "{n}"
         );
         assert!(n.ends_with(",ip=dhcp,type=veth"), "{n}");
-        assert_eq!(normalize_net("bridge=x").unwrap_err().0, ".name");
-        assert!(normalize_net("name=eth0,bogus=1").is_err());
+        let e = normalize_net("bridge=x", true).unwrap_err();
+        assert_eq!(e[0], ("".into(), "invalid format - format error".into()));
+        assert_eq!(e[1].0, ".name");
+        assert!(normalize_net("name=eth0,bogus=1", true).is_err());
+    }
+
+    #[test]
+    fn host_managed_gate() {
+        let v = "name=eth0,bridge=vmbr0,host-managed=1,ip=10.0.0.2/24";
+        let n = normalize_net(v, true).unwrap();
+        assert!(n.contains(",host-managed=1,"), "{n}");
+        let e = normalize_net(v, false).unwrap_err();
+        assert_eq!(
+            e,
+            vec![
+                ("".to_string(), "invalid format - format error".to_string()),
+                (".host-managed".to_string(), NOT_IN_SCHEMA.to_string()),
+            ]
+        );
+        assert!(normalize_net("name=eth0,host-managed=maybe", true).is_err());
     }
 
     #[test]

@@ -14,6 +14,8 @@
 
 mod config;
 mod conn;
+#[cfg(test)]
+mod conn_tests;
 mod error;
 mod launch;
 mod stream;
@@ -27,6 +29,7 @@ use tokio::task::JoinHandle;
 
 pub use crate::bootparams::Share;
 pub use config::{host_tsc_khz, Accel, ExtraMount, VmConfig, DEFAULT_QBOOT};
+pub use conn::{OUTPUT_CHUNK, OUTPUT_QUEUE};
 pub use error::VmError;
 pub use stream::{OutputStream, ProcessIo, StdinSink};
 
@@ -51,7 +54,7 @@ pub struct Vm {
     dir: RunDir,
 }
 
-/// QEMU's memory use, from /proc/<pid>/status.
+/// QEMU's memory use, from `/proc/<pid>/status`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct QemuMemory {
     pub rss_bytes: u64,
@@ -97,6 +100,12 @@ impl Vm {
     /// Launch-to-Ready time.
     pub fn boot_time(&self) -> Duration {
         self.boot_time
+    }
+
+    /// Bytes received from the guest and still held by the host: undecoded frame bytes
+    /// plus output queued for [`OutputStream`]s (bounded; see [`OUTPUT_QUEUE`]).
+    pub fn buffered_bytes(&self) -> usize {
+        self.conn.buffered_bytes()
     }
 
     /// Guest kernel release and agent protocol version from Ready.

@@ -1,30 +1,46 @@
 //! Guest process stdio as seen by the host.
 
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, ReadBuf};
-use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::sync::mpsc::Receiver;
 
 use super::conn::Conn;
 use super::VmError;
 
-/// A guest process's stdout or stderr: chunks in order, then end of stream (the guest's EOF,
-/// or the VM going away). Also usable as a tokio [`AsyncRead`].
+/// A guest process's stdout or stderr: chunks in order (each at most
+/// [`super::OUTPUT_CHUNK`] bytes), then end of stream (the guest's EOF, or the VM going
+/// away). Also usable as a tokio [`AsyncRead`].
+///
+/// Bounded: at most [`super::OUTPUT_QUEUE`] chunks wait here; while they do, the
+/// connection stops reading from the guest (for every process). Read stdout and stderr
+/// concurrently, or drop the stream you do not want (its output is then discarded).
 pub struct OutputStream {
-    rx: UnboundedReceiver<Vec<u8>>,
+    rx: Receiver<Vec<u8>>,
+    /// The connection's count of queued output bytes (decremented as chunks leave `rx`).
+    queued: Arc<AtomicUsize>,
     pending: Vec<u8>,
     pos: usize,
 }
 
 impl OutputStream {
-    pub(crate) fn new(rx: UnboundedReceiver<Vec<u8>>) -> Self {
+    pub(crate) fn new(rx: Receiver<Vec<u8>>, queued: Arc<AtomicUsize>) -> Self {
         OutputStream {
             rx,
+            queued,
             pending: Vec::new(),
             pos: 0,
         }
+    }
+
+    fn taken(&self, chunk: Option<Vec<u8>>) -> Option<Vec<u8>> {
+        if let Some(c) = &chunk {
+            self.queued.fetch_sub(c.len(), Ordering::Relaxed);
+        }
+        chunk
     }
 
     /// The next chunk, `None` at end of stream.
@@ -35,7 +51,8 @@ impl OutputStream {
             self.pos = 0;
             return Some(rest);
         }
-        self.rx.recv().await
+        let c = self.rx.recv().await;
+        self.taken(c)
     }
 
     /// Everything until end of stream.
@@ -45,6 +62,16 @@ impl OutputStream {
             out.extend_from_slice(&c);
         }
         out
+    }
+}
+
+impl Drop for OutputStream {
+    fn drop(&mut self) {
+        // Chunks still queued are freed with the channel: stop counting them.
+        self.rx.close();
+        while let Ok(c) = self.rx.try_recv() {
+            self.queued.fetch_sub(c.len(), Ordering::Relaxed);
+        }
     }
 }
 
@@ -58,6 +85,7 @@ impl AsyncRead for OutputStream {
         while this.pos >= this.pending.len() {
             match this.rx.poll_recv(cx) {
                 Poll::Ready(Some(chunk)) => {
+                    this.queued.fetch_sub(chunk.len(), Ordering::Relaxed);
                     this.pending = chunk;
                     this.pos = 0;
                 }

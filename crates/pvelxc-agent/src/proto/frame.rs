@@ -10,6 +10,8 @@ pub enum FrameError {
     Io(io::Error),
     TooLarge(u32),
     Decode(DecodeError),
+    /// [`super::FrameReader::push`] while a complete frame was still undecoded (bytes held).
+    Unread(usize),
 }
 
 impl fmt::Display for FrameError {
@@ -20,6 +22,7 @@ impl fmt::Display for FrameError {
                 write!(f, "frame of {n} bytes exceeds the {MAX_FRAME} byte limit")
             }
             FrameError::Decode(e) => write!(f, "frame decode: {e}"),
+            FrameError::Unread(n) => write!(f, "{n} bytes pushed past an undecoded frame"),
         }
     }
 }
@@ -55,7 +58,11 @@ pub fn read_frame<R: Read>(r: &mut R) -> Result<Option<Msg>, FrameError> {
     if len > MAX_FRAME {
         return Err(FrameError::TooLarge(len));
     }
-    let mut body = vec![0u8; len as usize];
-    r.read_exact(&mut body)?;
+    // Grows with the bytes that actually arrive, not with the declared length.
+    let mut body = Vec::new();
+    r.take(u64::from(len)).read_to_end(&mut body)?;
+    if body.len() < len as usize {
+        return Err(FrameError::Io(io::ErrorKind::UnexpectedEof.into()));
+    }
     decode(&body).map(Some).map_err(FrameError::Decode)
 }

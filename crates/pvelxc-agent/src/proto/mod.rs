@@ -10,12 +10,26 @@
 //! sends unsolicited events: [`Msg::Ready`] (once, first frame), [`Msg::Output`], [`Msg::Eof`],
 //! [`Msg::Exit`]. For one process, all its `Output`/`Eof` frames precede its `Exit` unless a
 //! descendant keeps the output open longer than a grace period.
+//!
+//! The guest is untrusted: [`decode`] checks every length and count against the bytes present
+//! before allocating (lists at most [`MAX_ITEMS`]), rejects out-of-range values
+//! ([`DecodeError::Invalid`]: `Exit.status` outside 0..=[`MAX_EXIT_STATUS`], `Started.pid` 0) and
+//! cleans host-bound free text with [`clean_text`]. [`FrameReader`] and [`read_frame`] allocate as
+//! bytes arrive, never by a declared length.
 
+mod check;
 mod codec;
+mod enc;
 mod frame;
+mod reader;
+mod text;
 
-pub use codec::{decode, encode, DecodeError};
+pub use check::MAX_EXIT_STATUS;
+pub use codec::{decode, DecodeError, MAX_ITEMS};
+pub use enc::encode;
 pub use frame::{read_frame, write_frame, FrameError};
+pub use reader::{FrameReader, HEADER_LEN};
+pub use text::{clean_text, MAX_TEXT};
 
 /// Largest frame body accepted (16 MiB).
 pub const MAX_FRAME: u32 = 16 << 20;

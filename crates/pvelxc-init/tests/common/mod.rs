@@ -77,13 +77,8 @@ impl Conn {
     pub fn recv(&mut self, timeout: Duration) -> (Msg, Vec<OwnedFd>) {
         let deadline = Instant::now() + timeout;
         loop {
-            if let Some(m) = self.reader.next_msg().unwrap_or_else(|e| {
-                if let proto::ProtoError::MissingFds { .. } = e {
-                    None
-                } else {
-                    panic!("{e}")
-                }
-            }) {
+            // Fds arrive with their frame's first byte: MissingFds is a real error.
+            if let Some(m) = self.reader.next_msg().unwrap_or_else(|e| panic!("{e}")) {
                 return m;
             }
             assert!(
@@ -154,7 +149,8 @@ pub fn tempdir(tag: &str) -> PathBuf {
             .unwrap()
             .subsec_nanos()
     ));
-    std::fs::create_dir_all(&d).unwrap();
+    // D's CT-writable part, where the init writes its exit record.
+    std::fs::create_dir_all(d.join("rw")).unwrap();
     d
 }
 
