@@ -158,6 +158,11 @@ pub struct PctConfig {
     /// Host directory where packed rootfs templates are cached; empty = the `template_storage`
     /// dir storage's `template/cache` (from /etc/pve/storage.cfg), else /var/lib/pvelxc/templates.
     pub template_dir: String,
+    /// Upper bound in seconds for packing one template (tar is then killed: TERM, KILL).
+    pub template_timeout_secs: u64,
+    /// Cap in GiB on the shim's templates in `template_dir`; least recently used unleased
+    /// templates are removed after each pack. 0 = no cap.
+    pub template_max_gib: u64,
 }
 
 impl Default for PctConfig {
@@ -182,6 +187,8 @@ impl Default for PctConfig {
             pve_container_version: String::new(),
             strict: false,
             template_dir: String::new(),
+            template_timeout_secs: 600,
+            template_max_gib: 20,
         }
     }
 }
@@ -275,6 +282,9 @@ impl Config {
                 "pct.network: {:?} must be \"none\" or \"bridge\"",
                 p.network
             ));
+        }
+        if p.template_timeout_secs == 0 {
+            return Err("pct.template_timeout_secs: must be at least 1".into());
         }
         if !p.pve_container_version.is_empty()
             && crate::backend::pct::pve::version::PkgVersion::parse(&p.pve_container_version)

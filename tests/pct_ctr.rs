@@ -16,7 +16,19 @@ use std::time::{Duration, Instant};
 
 const T: Duration = Duration::from_secs(60);
 const SCRIPT: &str = "echo hello; echo err >&2; exit 3";
-const STATE_DIR: &str = "/run/pvelxc/pct";
+/// Foreign guests (other nodes' CTs and VMs) seeded at the bottom of every test's VMID range.
+const FOREIGN: u32 = 10;
+
+/// The PVE version profile the double plays (`PVE_PROFILE`: pve8, pve9.0, pve9.1).
+fn profile() -> String {
+    std::env::var("PVE_PROFILE").unwrap_or_else(|_| "pve9.1".into())
+}
+
+fn shape_bin() -> PathBuf {
+    let p = shim_dir().join("pve-shape");
+    assert!(p.is_file(), "{} missing: cargo build --release -p pve-double", p.display());
+    p
+}
 
 /// The static init: `PVELXC_INIT_BIN` (scripts/test.sh points it at the installed build), else
 /// the `--target` release build.
@@ -47,10 +59,13 @@ fn pct_bin() -> PathBuf {
     p
 }
 
-/// A private containerd whose default backend is pct, with its own double root and VMIDs.
+/// A private containerd whose default backend is pct, with its own double root and VMIDs,
+/// running inside a host shaped like a Proxmox node (`pve-shape`: /run noexec, /etc/pve the
+/// double's cluster tree with foreign guests holding the first VMIDs of the range).
 struct Pve {
     env: Option<TestEnv>,
     root: PathBuf,
+    state: PathBuf,
     lo: u32,
     hi: u32,
 }
@@ -67,14 +82,33 @@ impl Pve {
             .tempdir_in("/tmp")
             .expect("double root")
             .keep();
-        let mut b = TestEnv::builder().env("PVE_DOUBLE_ROOT", &root);
+        let state = root.join("ct");
+        let foreign = FOREIGN.min((hi - lo + 1) / 3);
+        let mut b = TestEnv::builder().wrap(
+            [
+                shape_bin().into_os_string(),
+                "--root".into(),
+                root.clone().into_os_string(),
+                "--profile".into(),
+                profile().into(),
+                "--foreign-from".into(),
+                lo.to_string().into(),
+                "--foreign".into(),
+                foreign.to_string().into(),
+                "exec".into(),
+                "--".into(),
+            ]
+            .to_vec(),
+        );
         if config {
             let cfg = root.join("pvelxc.toml");
             fs::write(
                 &cfg,
                 format!(
                     "backend = \"pct\"\n[pct]\nvmid_min = {lo}\nvmid_max = {hi}\n\
-                     init_path = {init:?}\ntemplate_dir = {tpl:?}\ntimeout_secs = 60\n{extra}",
+                     init_path = {init:?}\ntemplate_dir = {tpl:?}\ntimeout_secs = 60\n\
+                     state_dir = {st:?}\n{extra}",
+                    st = state.display().to_string(),
                     init = static_init().display().to_string(),
                     tpl = root
                         .join("storage/local/template/cache")
@@ -101,6 +135,7 @@ impl Pve {
         Pve {
             env: Some(b.start()),
             root,
+            state,
             lo,
             hi,
         }
@@ -111,9 +146,14 @@ impl Pve {
     }
 
     fn pct(&self, args: &[&str]) -> Output {
-        let mut c = Command::new(pct_bin());
-        c.args(args).env("PVE_DOUBLE_ROOT", &self.root);
-        run_cmd(c, None, T)
+        run_cmd(self.shaped(pct_bin().as_os_str(), args), None, T)
+    }
+
+    /// A command run inside this test's host shape.
+    fn shaped(&self, prog: &std::ffi::OsStr, args: &[&str]) -> Command {
+        let mut c = Command::new(shape_bin());
+        c.arg("--root").arg(&self.root).args(["exec", "--"]).arg(prog).args(args);
+        c
     }
 
     /// VMIDs `pct list` shows.
@@ -143,7 +183,7 @@ impl Pve {
     }
 
     fn state_dirs(&self) -> Vec<u32> {
-        fs::read_dir(STATE_DIR)
+        fs::read_dir(&self.state)
             .map(|rd| {
                 rd.flatten()
                     .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
@@ -154,7 +194,7 @@ impl Pve {
     }
 
     fn reservations(&self) -> Vec<u32> {
-        fs::read_to_string(Path::new(STATE_DIR).join("vmid.reservations"))
+        fs::read_to_string(self.state.join("vmid.reservations"))
             .unwrap_or_default()
             .lines()
             .filter_map(|l| l.split_whitespace().next()?.parse::<u32>().ok())
@@ -184,9 +224,9 @@ impl Drop for Pve {
             let s = v.to_string();
             let _ = self.pct(&["destroy", &s, "--force", "1", "--purge", "1"]);
         }
-        for v in self.state_dirs() {
-            let _ = fs::remove_dir_all(Path::new(STATE_DIR).join(v.to_string()));
-        }
+        let mut stop = Command::new(shape_bin());
+        stop.arg("--root").arg(&self.root).arg("stop");
+        let _ = run_cmd(stop, None, T);
         if std::env::var_os("PVELXC_TEST_KEEP").is_none() {
             let _ = fs::remove_dir_all(&self.root);
         }

@@ -664,6 +664,7 @@ static ENV_COUNTER: AtomicU32 = AtomicU32::new(0);
 #[derive(Default)]
 pub struct TestEnvBuilder {
     envs: Vec<(OsString, OsString)>,
+    wrap: Vec<OsString>,
     extra_config: String,
     cri: bool,
 }
@@ -682,6 +683,13 @@ impl TestEnvBuilder {
                 self.envs.push((OsString::from(k), v));
             }
         }
+        self
+    }
+
+    /// Start containerd as `WRAP... containerd ...` (e.g. inside a `pve-shape` host shape);
+    /// the wrapper must exec containerd so its pid is containerd's.
+    pub fn wrap(mut self, argv: Vec<OsString>) -> Self {
+        self.wrap = argv;
         self
     }
 
@@ -712,6 +720,7 @@ pub struct TestEnv {
     config: PathBuf,
     ns: String,
     envs: Vec<(OsString, OsString)>,
+    wrap: Vec<OsString>,
     containerd: Option<Child>,
     rootfs_counter: AtomicU32,
     image_imported: std::cell::Cell<bool>,
@@ -774,6 +783,7 @@ impl TestEnv {
             config,
             ns,
             envs: b.envs,
+            wrap: b.wrap,
             containerd: None,
             rootfs_counter: AtomicU32::new(0),
             image_imported: std::cell::Cell::new(false),
@@ -834,7 +844,14 @@ impl TestEnv {
         path.push(
             std::env::var_os("PATH").unwrap_or_else(|| "/usr/sbin:/usr/bin:/sbin:/bin".into()),
         );
-        let mut cmd = Command::new("containerd");
+        let mut cmd = match self.wrap.split_first() {
+            Some((prog, args)) => {
+                let mut c = Command::new(prog);
+                c.args(args).arg("containerd");
+                c
+            }
+            None => Command::new("containerd"),
+        };
         cmd.arg("--config")
             .arg(&self.config)
             .env("PATH", path)

@@ -150,17 +150,18 @@ pub async fn create_ct(req: &CreateRequest) -> Result<(Made, std::os::unix::net:
         &token,
     )?;
     let user_mps = spec::mount_points(&req.spec)?;
+    // Leased (a shared flock) until this function returns, i.e. until `pct create` is
+    // done: the template GC never removes it meanwhile.
     let tpl = template::Packer {
-        dir: template::template_dir(cfg),
+        cfg,
         mounts: &req.rootfs,
         spec: &req.spec,
         bundle: &req.bundle,
-        timeout: pct.timeout,
         process: Some(&process),
     }
     .ensure()
     .await?;
-    let ostemplate = tpl.display().to_string();
+    let ostemplate = tpl.path().display().to_string();
     log::info!("{owner}: pve-container {pve}, template {ostemplate}");
 
     let alloc = allocator(cfg)?;
