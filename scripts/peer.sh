@@ -17,7 +17,8 @@
 # retried as a whole; only a harness that did not come up at all ("harness error:") is started again.
 #
 # usage: scripts/peer.sh [crun|pct|all]   (default all)
-# env: PVELXC_SHIM_DIR  directory with containerd-shim-pvelxc-v2, pct, pvesh (default target/release)
+# env: PVELXC_SHIM_DIR  directory with containerd-shim-pvelxc-v2, pct, pvesh, pve-shape (default
+#                       target/release); PVE_PROFILE the PVE version the double plays (pve9.1)
 #      PVELXC_INIT_BIN  the static pvelxc-init (default target/x86_64-unknown-linux-gnu/dist/pvelxc-init)
 #      PEER_LIB (default ../shared/peer), PEER_EXPECTED_DIR (default tests/peer-expected),
 #      PEER_FLAKY_RETRIES, PEER_ALLOW_IMPROVEMENT, PEER_LOG_ONLY=<go test -v log> (gate an existing
@@ -65,7 +66,7 @@ run_suite() {
     others=$(pgrep -a -f '^(/[^ ]*/)?sleep 1' || true)
     [ -z "$others" ] || echo "peer[$label]: warning: 'sleep 1...' running on this host, TestContainerKillInit* will see it: $others"
     for try in 1 2 3 4 5; do
-        bash "$lib/run.sh" io.containerd.pvelxc.v2 "$SHIM_DIR" >"$raw" 2>&1 || true
+        ${SHAPE[@]+"${SHAPE[@]}"} bash "$lib/run.sh" io.containerd.pvelxc.v2 "$SHIM_DIR" >"$raw" 2>&1 || true
         last=$(tail -n 1 "$raw")
         case $last in
             "harness error:"*) echo "peer[$label]: harness did not come up (try $try): $last"; reset ;;
@@ -129,19 +130,22 @@ rerun_flaky() {
 # container in the managed daemon's store, and TestContainerList, the suite's first test, then
 # sees it. So: destroy the double's CTs, then drop the managed daemon's root/state (nothing runs
 # between two suite runs: run.sh has stopped its daemons).
+# On the pct path all of it happens inside the host shape, where the suite's mounts are.
 reset() {
     local m ct
     if [ -n "${PVE_DOUBLE_ROOT:-}" ] && [ -x "$SHIM_DIR/pct" ]; then
-        for ct in $("$SHIM_DIR/pct" list 2>/dev/null | awk 'NR>1{print $1}'); do
-            "$SHIM_DIR/pct" destroy "$ct" --force 1 --purge 1 >/dev/null 2>&1 || true
+        for ct in $(${SHAPE[@]+"${SHAPE[@]}"} "$SHIM_DIR/pct" list 2>/dev/null | awk 'NR>1{print $1}'); do
+            ${SHAPE[@]+"${SHAPE[@]}"} "$SHIM_DIR/pct" destroy "$ct" --force 1 --purge 1 >/dev/null 2>&1 || true
         done
     fi
     m=${PEER_DIR:-/tmp/peer-cache}/managed
     [ -d "$m" ] || return 0
-    awk -v d="$m/" 'index($5, d) == 1 {print $5}' /proc/self/mountinfo | sort -r | while read -r mp; do
-        umount -l "$mp" 2>/dev/null || true
-    done
-    rm -rf "$m/root" "$m/state"
+    # shellcheck disable=SC2016 # an awk program
+    ${SHAPE[@]+"${SHAPE[@]}"} awk -v d="$m/" 'index($5, d) == 1 {print $5}' /proc/self/mountinfo | sort -r |
+        while read -r mp; do
+            ${SHAPE[@]+"${SHAPE[@]}"} umount -l "$mp" 2>/dev/null || true
+        done
+    ${SHAPE[@]+"${SHAPE[@]}"} rm -rf --one-file-system "$m/root" "$m/state"
 }
 
 # path LABEL: one suite run of the path, flaky reruns, the gate.
@@ -155,24 +159,32 @@ path() {
     gate "$label" "$exp" "$got"
 }
 
+SHAPE=() # command prefix the harness runs under (the pct path: pve-shape ... exec --)
 rc=0
 if [ "$WHAT" = crun ] || [ "$WHAT" = all ]; then
     path crun || rc=1
 fi
 
 if [ "$WHAT" = pct ] || [ "$WHAT" = all ]; then
-    for b in pct pvesh; do
+    for b in pct pvesh pve-shape; do
         [ -x "$BIN_DIR/$b" ] || { echo "peer[pct]: the Proxmox double is not built ($BIN_DIR/$b; cargo build --release -p pve-double)" >&2; exit 1; }
         cp "$BIN_DIR/$b" "$SHIM_DIR/"
     done
     init=${PVELXC_INIT_BIN:-$REPO_ROOT/target/x86_64-unknown-linux-gnu/dist/pvelxc-init}
     [ -x "$init" ] || { echo "peer[pct]: static pvelxc-init missing at $init (scripts/setup.sh builds it)" >&2; exit 1; }
     cp "$init" "$SHIM_DIR/pvelxc-init"
+    # The suite (harness, containerd, shims) runs inside a host shaped like a Proxmox VE node
+    # (pve-shape: /etc/pve the double's cluster tree, /run noexec, pct start through its service
+    # manager), as tests/pct_ctr.rs does; PVE_PROFILE picks the version the double plays.
     PCT_ROOT=$(mktemp -d /tmp/peer-pve-XXXXXX)
+    chmod 755 "$PCT_ROOT"
     printf 'backend = "pct"\n[pct]\nvmid_min = 700000\nvmid_max = 709999\n' >"$PCT_ROOT/pvelxc.toml"
     export PVELXC_CONFIG=$PCT_ROOT/pvelxc.toml PVE_DOUBLE_ROOT=$PCT_ROOT
+    SHAPE=("$SHIM_DIR/pve-shape" --root "$PCT_ROOT" --profile "${PVE_PROFILE:-pve9.1}" exec --)
     path pct || rc=1
     reset
+    SHAPE=()
+    "$SHIM_DIR/pve-shape" --root "$PCT_ROOT" stop || rc=1
     rm -rf --one-file-system "$PCT_ROOT"
 fi
 exit "$rc"
