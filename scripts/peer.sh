@@ -17,7 +17,7 @@
 # retried as a whole; only a harness that did not come up at all ("harness error:") is started again.
 #
 # usage: scripts/peer.sh [crun|pct|all]   (default all)
-# env: PVELXC_SHIM_DIR  directory with containerd-shim-pvelxc-v2, pct, pvesh, pve-shape (default
+# env: PVELXC_SHIM_DIR  directory with containerd-shim-pvelxc-v2 and the double (pct, pvesh, pveversion, pve-shape; default
 #                       target/release); PVE_PROFILE the PVE version the double plays (pve9.1)
 #      PVELXC_INIT_BIN  the static pvelxc-init (default target/x86_64-unknown-linux-gnu/dist/pvelxc-init)
 #      PEER_LIB (default ../shared/peer), PEER_EXPECTED_DIR (default tests/peer-expected),
@@ -166,7 +166,7 @@ if [ "$WHAT" = crun ] || [ "$WHAT" = all ]; then
 fi
 
 if [ "$WHAT" = pct ] || [ "$WHAT" = all ]; then
-    for b in pct pvesh pve-shape; do
+    for b in pct pvesh pveversion pve-shape; do
         [ -x "$BIN_DIR/$b" ] || { echo "peer[pct]: the Proxmox double is not built ($BIN_DIR/$b; cargo build --release -p pve-double)" >&2; exit 1; }
         cp "$BIN_DIR/$b" "$SHIM_DIR/"
     done
@@ -180,7 +180,8 @@ if [ "$WHAT" = pct ] || [ "$WHAT" = all ]; then
     chmod 755 "$PCT_ROOT"
     printf 'backend = "pct"\n[pct]\nvmid_min = 700000\nvmid_max = 709999\n' >"$PCT_ROOT/pvelxc.toml"
     export PVELXC_CONFIG=$PCT_ROOT/pvelxc.toml PVE_DOUBLE_ROOT=$PCT_ROOT
-    SHAPE=("$SHIM_DIR/pve-shape" --root "$PCT_ROOT" --profile "${PVE_PROFILE:-pve9.1}" exec --)
+    # Foreign guests (other nodes) hold the first VMIDs of the range, as on a real cluster.
+    SHAPE=("$SHIM_DIR/pve-shape" --root "$PCT_ROOT" --profile "${PVE_PROFILE:-pve9.1}" --foreign-from 700000 --foreign 4 exec --)
     path pct || rc=1
     reset
     SHAPE=()
