@@ -111,12 +111,7 @@ fn ifreq(name: &str) -> Result<libc::ifreq, String> {
     Ok(r)
 }
 
-fn ioctl(
-    fd: libc::c_int,
-    req: libc::Ioctl,
-    arg: *mut libc::c_void,
-    what: &str,
-) -> Result<(), String> {
+fn ioctl(fd: libc::c_int, req: libc::Ioctl, arg: *mut libc::c_void, what: &str) -> Result<(), String> {
     // SAFETY: the caller passes a pointer to the struct this request expects.
     if unsafe { libc::ioctl(fd, req, arg) } < 0 {
         return Err(format!("{what}: {}", std::io::Error::last_os_error()));
@@ -139,36 +134,16 @@ fn configure_net(n: &NetConfig) -> Result<(), String> {
         let w = |what: &str| format!("{}: {what}", n.iface);
         let mut r = ifreq(&n.iface)?;
         r.ifr_ifru.ifru_addr = sockaddr(addr);
-        ioctl(
-            fd,
-            libc::SIOCSIFADDR as _,
-            (&mut r as *mut libc::ifreq).cast(),
-            &w("set address"),
-        )?;
+        ioctl(fd, libc::SIOCSIFADDR as _, (&mut r as *mut libc::ifreq).cast(), &w("set address"))?;
         let mut r = ifreq(&n.iface)?;
         r.ifr_ifru.ifru_netmask = sockaddr(mask);
-        ioctl(
-            fd,
-            libc::SIOCSIFNETMASK as _,
-            (&mut r as *mut libc::ifreq).cast(),
-            &w("set netmask"),
-        )?;
+        ioctl(fd, libc::SIOCSIFNETMASK as _, (&mut r as *mut libc::ifreq).cast(), &w("set netmask"))?;
         let mut r = ifreq(&n.iface)?;
-        ioctl(
-            fd,
-            libc::SIOCGIFFLAGS as _,
-            (&mut r as *mut libc::ifreq).cast(),
-            &w("get flags"),
-        )?;
+        ioctl(fd, libc::SIOCGIFFLAGS as _, (&mut r as *mut libc::ifreq).cast(), &w("get flags"))?;
         // SAFETY: SIOCGIFFLAGS filled the flags member of the union.
         let flags = unsafe { r.ifr_ifru.ifru_flags };
         r.ifr_ifru.ifru_flags = flags | (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
-        ioctl(
-            fd,
-            libc::SIOCSIFFLAGS as _,
-            (&mut r as *mut libc::ifreq).cast(),
-            &w("bring up"),
-        )?;
+        ioctl(fd, libc::SIOCSIFFLAGS as _, (&mut r as *mut libc::ifreq).cast(), &w("bring up"))?;
         if let Some(g) = gw {
             // SAFETY: rtentry is plain old data; all-zero is a valid value.
             let mut rt: libc::rtentry = unsafe { std::mem::zeroed() };
@@ -176,12 +151,7 @@ fn configure_net(n: &NetConfig) -> Result<(), String> {
             rt.rt_genmask = sockaddr(Ipv4Addr::UNSPECIFIED);
             rt.rt_gateway = sockaddr(g);
             rt.rt_flags = (libc::RTF_UP | libc::RTF_GATEWAY) as libc::c_ushort;
-            ioctl(
-                fd,
-                libc::SIOCADDRT as _,
-                (&mut rt as *mut libc::rtentry).cast(),
-                &w("default route"),
-            )?;
+            ioctl(fd, libc::SIOCADDRT as _, (&mut rt as *mut libc::rtentry).cast(), &w("default route"))?;
         }
         Ok(())
     })();

@@ -111,9 +111,7 @@ fn record_vmid(bundle: &Path, ct: Option<(Vmid, &str, &Path)>) -> Result<()> {
     if let Some((vmid, token, dir)) = ct {
         record.data.insert(KEY_VMID.into(), vmid.to_string());
         record.data.insert(KEY_TOKEN.into(), token.to_string());
-        record
-            .data
-            .insert(KEY_DIR.into(), dir.display().to_string());
+        record.data.insert(KEY_DIR.into(), dir.display().to_string());
     }
     record.save(bundle)
 }
@@ -243,9 +241,7 @@ pub async fn create_ct(req: &CreateRequest) -> Result<(Made, std::os::unix::net:
                         log::info!("{owner}: {} ; trying the next VMID", f.message);
                         excluded.push(vmid);
                     }
-                    PctError::LockTimeout { .. }
-                        if policy.should_retry(&f.kind, lock_waits + 1) =>
-                    {
+                    PctError::LockTimeout { .. } if policy.should_retry(&f.kind, lock_waits + 1) => {
                         lock_waits += 1;
                         log::warn!("{owner}: {} (attempt {lock_waits}); retrying", f.message);
                         tokio::time::sleep(policy.delay(lock_waits)).await;

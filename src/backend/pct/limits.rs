@@ -99,22 +99,13 @@ mod tests {
         if seccomp {
             l = l.seccomp(LinuxSeccompBuilder::default().build().unwrap());
         }
-        SpecBuilder::default()
-            .linux(l.build().unwrap())
-            .build()
-            .unwrap()
+        SpecBuilder::default().linux(l.build().unwrap()).build().unwrap()
     }
 
     #[test]
     fn pids_become_raw_lines() {
-        assert_eq!(
-            raw_lines(&spec(Some(64), false), true),
-            ["lxc.cgroup2.pids.max: 64"]
-        );
-        assert_eq!(
-            raw_lines(&spec(Some(64), false), false),
-            ["lxc.cgroup.pids.max: 64"]
-        );
+        assert_eq!(raw_lines(&spec(Some(64), false), true), ["lxc.cgroup2.pids.max: 64"]);
+        assert_eq!(raw_lines(&spec(Some(64), false), false), ["lxc.cgroup.pids.max: 64"]);
         assert!(raw_lines(&spec(None, false), true).is_empty());
     }
 

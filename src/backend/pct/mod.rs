@@ -12,8 +12,8 @@
 //! - [`runner`]: running pct/pvesh; [`cmd`], [`output`], [`vmid`]: argv, parsers, VMIDs.
 
 pub mod backend;
-pub mod cmd;
 pub mod create;
+pub mod cmd;
 pub mod ctcg;
 pub mod ctdir;
 pub mod ctl;

@@ -127,10 +127,7 @@ impl Pct {
         let Ok(args) = unlock.argv() else { return };
         match self.call(&self.pct, args).await {
             Ok((o, _)) if o.success() => {
-                log::warn!(
-                    "pct {} {vmid} timed out; CT {vmid} unlocked",
-                    c.subcommand()
-                )
+                log::warn!("pct {} {vmid} timed out; CT {vmid} unlocked", c.subcommand())
             }
             Ok((o, _)) => log::warn!(
                 "pct {} {vmid} timed out; pct unlock {vmid}: {}",

@@ -10,8 +10,8 @@ use super::cmd::{CtOptions, Features, Hostname, IpConfig, MountPoint, NetSpec, O
 use super::ctdir::CtSettings;
 use super::pve::version::PkgVersion;
 use crate::config::PctConfig;
-use crate::error::{Error, Result};
 use pvelxc_init::ct::NetConfig;
+use crate::error::{Error, Result};
 
 pub use super::ctdir::CT_DIR;
 /// CRI marks sandboxes and pod containers with this annotation.
@@ -275,19 +275,12 @@ pub fn plan(
     if let Some(r) = spec.linux().as_ref().and_then(|l| l.resources().as_ref()) {
         resources(r, &mut o);
     }
-    raw_lines.extend(super::limits::raw_lines(
-        spec,
-        crate::sys::cgroup::is_unified(),
-    ));
+    raw_lines.extend(super::limits::raw_lines(spec, crate::sys::cgroup::is_unified()));
     super::limits::check_dropped(spec, cfg.strict)?;
     provenance(namespace, id, spec, &mut o);
     o.tags.push(Tag::sanitize(token));
     let settings = CtSettings {
-        readonly_root: spec
-            .root()
-            .as_ref()
-            .and_then(|r| r.readonly())
-            .unwrap_or(false),
+        readonly_root: spec.root().as_ref().and_then(|r| r.readonly()).unwrap_or(false),
         net,
     };
     Ok(CtPlan {

@@ -124,12 +124,7 @@ impl CtDir {
             chown(&dst, 0, id)?;
             chmod(&dst, 0o750)?;
             let dir = safe::open_dir(&d)?;
-            safe::write_new(
-                dir.as_fd(),
-                "process.json",
-                &serde_json::to_vec(process)?,
-                id,
-            )?;
+            safe::write_new(dir.as_fd(), "process.json", &serde_json::to_vec(process)?, id)?;
             safe::write_new(dir.as_fd(), "ct.json", &serde_json::to_vec(settings)?, id)?;
             let rw = d.join(RW_DIR);
             std::fs::create_dir(&rw).map_err(io("create", &rw))?;
@@ -212,12 +207,14 @@ fn mount_tmpfs(at: &Path, id: u32) -> Result<()> {
     let flags = nix::mount::MsFlags::MS_NOSUID
         | nix::mount::MsFlags::MS_NODEV
         | nix::mount::MsFlags::MS_NOEXEC;
-    nix::mount::mount(Some("tmpfs"), at, Some("tmpfs"), flags, Some(opts.as_str())).map_err(|e| {
-        Error::io(
-            format!("mount tmpfs on {}", at.display()),
-            std::io::Error::from(e),
-        )
-    })
+    nix::mount::mount(Some("tmpfs"), at, Some("tmpfs"), flags, Some(opts.as_str())).map_err(
+        |e| {
+            Error::io(
+                format!("mount tmpfs on {}", at.display()),
+                std::io::Error::from(e),
+            )
+        },
+    )
 }
 
 /// Remove D (unmounting its tmpfs first); fine when it is already gone.

@@ -165,6 +165,7 @@ pub fn find_init(init_path: &str) -> std::result::Result<PathBuf, String> {
     Ok(p)
 }
 
+
 /// Whether an ELF64 little-endian file has a PT_INTERP program header.
 fn is_dynamic_elf(p: &Path) -> std::io::Result<bool> {
     let mut f = std::fs::File::open(p)?;

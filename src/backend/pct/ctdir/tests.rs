@@ -48,17 +48,10 @@ fn layout_and_modes() {
     let md = |p: &Path| std::fs::symlink_metadata(p).unwrap();
     let m = |p: &Path| md(p).permissions().mode() & 0o7777;
     assert_eq!(m(&state), 0o711);
-    assert_eq!(
-        (m(&dir), md(&dir).uid(), md(&dir).gid()),
-        (0o750, 0, 100_000)
-    );
+    assert_eq!((m(&dir), md(&dir).uid(), md(&dir).gid()), (0o750, 0, 100_000));
     let init_copy = dir.join("init");
     assert_eq!((m(&init_copy), md(&init_copy).uid()), (0o750, 0));
-    assert_eq!(
-        md(&init_copy).nlink(),
-        1,
-        "a private copy, not a shared link"
-    );
+    assert_eq!(md(&init_copy).nlink(), 1, "a private copy, not a shared link");
     assert_eq!(m(&dir.join("process.json")), 0o640);
     let ctj = std::fs::read_to_string(dir.join("ct.json")).unwrap();
     assert!(ctj.contains("\"readonly_root\":true"), "{ctj}");

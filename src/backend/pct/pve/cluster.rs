@@ -110,10 +110,7 @@ mod tests {
             parse_next_id("keyboard: en-us\nnext-id: lower=1000,upper=2000\n"),
             Some((1000, 2000))
         );
-        assert_eq!(
-            parse_next_id("next-id: lower=500\n"),
-            Some((500, 1_000_000))
-        );
+        assert_eq!(parse_next_id("next-id: lower=500\n"), Some((500, 1_000_000)));
         assert_eq!(parse_next_id("keyboard: de\n"), None);
         assert_eq!(narrow(100, 199, None).unwrap(), (100, 199));
         assert_eq!(narrow(100, 199, Some((150, 1000))).unwrap(), (150, 199));

@@ -32,9 +32,9 @@ pub async fn lock(vmid: Vmid) -> Result<FileLock> {
     if let Some(d) = p.parent() {
         std::fs::create_dir_all(d).map_err(|e| Error::io(format!("create {}", d.display()), e))?;
     }
-    FileLock::acquire(&p, LOCK_TIMEOUT)
-        .await
-        .map_err(|e| Error::Unavailable(format!("CT {vmid}: config lock {}: {e}", p.display())))
+    FileLock::acquire(&p, LOCK_TIMEOUT).await.map_err(|e| {
+        Error::Unavailable(format!("CT {vmid}: config lock {}: {e}", p.display()))
+    })
 }
 
 /// This node's config of `vmid`, if the CT exists here.
@@ -94,8 +94,9 @@ pub async fn append(vmid: Vmid, lines: &[String]) -> Result<()> {
     }
     let _lock = lock(vmid).await?;
     let p = conf_path(vmid);
-    let conf = read(vmid)?
-        .ok_or_else(|| Error::NotFound(format!("CT {vmid}: {} does not exist", p.display())))?;
+    let conf = read(vmid)?.ok_or_else(|| {
+        Error::NotFound(format!("CT {vmid}: {} does not exist", p.display()))
+    })?;
     let new = with_lines(&conf, lines);
     let tmp = p.with_file_name(format!(".{vmid}.conf.tmp.{}", std::process::id()));
     let res = std::fs::write(&tmp, new.as_bytes()).and_then(|_| std::fs::rename(&tmp, &p));
@@ -128,11 +129,7 @@ mod tests {
         assert!(has_tag(CONF, "pvelxc-ab12"));
         assert!(!has_tag(CONF, "pvelxc-ab"));
         assert_eq!(get(CONF, "hostname"), Some("web"));
-        assert_eq!(
-            get(CONF, "memory"),
-            None,
-            "pending values are not the config"
-        );
+        assert_eq!(get(CONF, "memory"), None, "pending values are not the config");
         assert!(!has_tag("tags: x\n", "pvelxc"));
     }
 }

@@ -150,17 +150,12 @@ mod tests {
     #[test]
     fn clear_errors() {
         let e = alloc(LVM, "local", 0).unwrap_err().to_string();
-        assert!(
-            e.contains("without 'rootdir'") && e.contains("local"),
-            "{e}"
-        );
+        assert!(e.contains("without 'rootdir'") && e.contains("local"), "{e}");
         let e = alloc(ZFS, "local-lvm", 0).unwrap_err().to_string();
         assert!(e.contains("not defined") && e.contains("local-zfs"), "{e}");
         let e = alloc(BTRFS, "old", 0).unwrap_err().to_string();
         assert!(e.contains("disabled"), "{e}");
-        let e = load(Path::new("/nonexistent/storage.cfg"))
-            .unwrap_err()
-            .to_string();
+        let e = load(Path::new("/nonexistent/storage.cfg")).unwrap_err().to_string();
         assert!(e.contains("Proxmox VE host"), "{e}");
     }
 }
