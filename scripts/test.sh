@@ -3,7 +3,7 @@
 # tests drive the release shim binary through a private containerd), containerd's own suite.
 #
 # Leaving a suite out is an explicit decision, never a guess from what is missing:
-#   PVELXC_SKIP_SUITES=vm,peer   (comma-separated; only these names)
+#   PVELXC_SKIP_SUITES=a,b   (comma-separated, of these names)
 #     vm    the micro-VM tests (tests/vm_ctr.rs, crates/pvelxc-agent boot and QEMU tests): need
 #           bookworm-backports' QEMU and the guest kernel cache (crates/pvelxc-agent/setup-host.sh)
 #     lxc   the tests on real LXC of crates/pve-double and crates/pvelxc-init (tests/lxc.rs)
