@@ -35,15 +35,15 @@ const IDLE: &[&str] = &[
 const RUNNING: v1::ContainerState = v1::ContainerState::ContainerRunning;
 const EXITED: v1::ContainerState = v1::ContainerState::ContainerExited;
 
-fn skip_unless_ours(test: &str) -> bool {
+fn skip_unless_ours() -> bool {
     if cri_support::ours() {
         return false;
     }
-    eprintln!(
-        "SKIP {test}: needs {}, PVELXC_TEST_RUNTIME={}",
+    common::skip::not_applicable(&format!(
+        "needs {}, PVELXC_TEST_RUNTIME={}",
         common::OUR_RUNTIME,
         common::runtime()
-    );
+    ));
     true
 }
 
@@ -305,7 +305,7 @@ fn lifecycle_default_handler() {
 
 #[test]
 fn lifecycle_config_path_handler() {
-    if skip_unless_ours("lifecycle_config_path_handler") {
+    if skip_unless_ours() {
         return;
     }
     lifecycle(H_RUNC);
@@ -390,7 +390,7 @@ fn exit_codes_and_stop_grace_default_handler() {
 
 #[test]
 fn exit_codes_and_stop_grace_config_path_handler() {
-    if skip_unless_ours("exit_codes_and_stop_grace_config_path_handler") {
+    if skip_unless_ours() {
         return;
     }
     exits_and_stop(H_RUNC);
@@ -482,7 +482,7 @@ fn shared_namespaces_default_handler() {
 
 #[test]
 fn shared_namespaces_config_path_handler() {
-    if skip_unless_ours("shared_namespaces_config_path_handler") {
+    if skip_unless_ours() {
         return;
     }
     shared_namespaces(H_RUNC);
@@ -570,7 +570,7 @@ fn survives_containerd_restart_default_handler() {
 
 #[test]
 fn survives_containerd_restart_config_path_handler() {
-    if skip_unless_ours("survives_containerd_restart_config_path_handler") {
+    if skip_unless_ours() {
         return;
     }
     survives_restart(H_RUNC);
@@ -587,7 +587,7 @@ fn list_ids(runtime: &str, root: &str) -> String {
 
 #[test]
 fn routing_per_handler_and_annotations() {
-    if skip_unless_ours("routing_per_handler_and_annotations") {
+    if skip_unless_ours() {
         return;
     }
     let mut env = CriEnv::new();
@@ -660,7 +660,7 @@ fn routing_per_handler_and_annotations() {
 
 #[test]
 fn pct_pod_is_refused_cleanly() {
-    if skip_unless_ours("pct_pod_is_refused_cleanly") {
+    if skip_unless_ours() {
         return;
     }
     let mut env = CriEnv::new();

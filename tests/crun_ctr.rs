@@ -474,7 +474,7 @@ fn shim_sigkill_then_rm_cleans_up() {
 
 #[test]
 fn checkpoint_fails_clearly() {
-    if skip_unless_our_runtime("checkpoint_fails_clearly") {
+    if skip_unless_our_runtime() {
         return;
     }
     let env = TestEnv::new();
@@ -528,7 +528,7 @@ fn pod_grouping_shares_one_shim() {
 
 #[test]
 fn backend_annotation_routes() {
-    if skip_unless_our_runtime("backend_annotation_routes") {
+    if skip_unless_our_runtime() {
         return;
     }
     let env = TestEnv::new();
@@ -558,7 +558,7 @@ fn backend_annotation_routes() {
 
 #[test]
 fn runtime_config_path() {
-    if skip_unless_our_runtime("runtime_config_path") {
+    if skip_unless_our_runtime() {
         return;
     }
     let env = TestEnv::new();

@@ -3,8 +3,8 @@
 //!
 //! Needs root, QEMU, the kernel cache from `crates/pvelxc-agent/fetch-kernel.sh`
 //! (`PVELXC_VM_CACHE`, default /var/cache/pvelxc/vm) and a static guest agent (`PVELXC_AGENT_BIN`,
-//! else built once into `target/tmp/agent-static`). Skips, printing why, when the kernel cache is
-//! missing and `PVELXC_VM_REQUIRED` is unset; with `PVELXC_VM_REQUIRED=1` it fails instead.
+//! else built once into `target/tmp/agent-static`). Skips loudly (`common::skip`, suite `vm`) when
+//! the kernel cache is missing; fails instead under `CI=true` or with `PVELXC_VM_REQUIRED=1`.
 //! VM tests run one at a time (TCG on shared cores). `vm_bench` (ignored) prints start-to-output
 //! latency and QEMU RSS: `cargo test --release --test vm_ctr -- --ignored --nocapture vm_bench`.
 
@@ -106,9 +106,10 @@ fn serial() -> MutexGuard<'static, ()> {
     M.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// None (after printing why) when the test must be skipped.
-fn vm_env(test: &str) -> Option<(MutexGuard<'static, ()>, TestEnv)> {
-    if skip_unless_our_runtime(test) {
+/// None when the test must be skipped (see `common::skip`: another runtime under test, or no
+/// guest kernel cache — a failure under CI or with PVELXC_VM_REQUIRED set).
+fn vm_env() -> Option<(MutexGuard<'static, ()>, TestEnv)> {
+    if skip_unless_our_runtime() {
         return None;
     }
     let cache = cache_dir();
@@ -118,14 +119,14 @@ fn vm_env(test: &str) -> Option<(MutexGuard<'static, ()>, TestEnv)> {
         .map(|p| p.display().to_string())
         .collect();
     if !missing.is_empty() {
-        let why = format!(
-            "kernel cache incomplete (missing {}): run crates/pvelxc-agent/fetch-kernel.sh",
-            missing.join(", ")
+        skip::unavailable(
+            "vm",
+            &["PVELXC_VM_REQUIRED"],
+            &format!(
+                "kernel cache incomplete (missing {}): run crates/pvelxc-agent/fetch-kernel.sh",
+                missing.join(", ")
+            ),
         );
-        if std::env::var_os("PVELXC_VM_REQUIRED").is_some() {
-            panic!("{test}: PVELXC_VM_REQUIRED is set but {why}");
-        }
-        eprintln!("SKIP {test}: {why}");
         return None;
     }
     let cfg = vm_config().clone();
@@ -176,7 +177,7 @@ fn assert_no_vm_left(env: &TestEnv, id: &str) {
 
 #[test]
 fn vm_run_rootfs_stdio_exit_code_and_spec_mapping() {
-    let Some((_g, env)) = vm_env("vm_run_rootfs_stdio_exit_code_and_spec_mapping") else {
+    let Some((_g, env)) = vm_env() else {
         return;
     };
     let out = env.run_rootfs("vm1", &["--annotation", VM], &["/bin/sh", "-c", SCRIPT]);
@@ -254,7 +255,7 @@ fn vm_run_rootfs_stdio_exit_code_and_spec_mapping() {
 
 #[test]
 fn vm_run_image() {
-    let Some((_g, env)) = vm_env("vm_run_image") else {
+    let Some((_g, env)) = vm_env() else {
         return;
     };
     let out = env.run_image("vmimg", &["--annotation", VM], &["/bin/sh", "-c", SCRIPT]);
@@ -269,7 +270,7 @@ fn vm_run_image() {
 
 #[test]
 fn vm_detached_exec_ps_pause_metrics_kill_delete() {
-    let Some((_g, env)) = vm_env("vm_detached_exec_ps_pause_metrics_kill_delete") else {
+    let Some((_g, env)) = vm_env() else {
         return;
     };
     let (_rootfs, pid) =
@@ -355,7 +356,7 @@ fn vm_detached_exec_ps_pause_metrics_kill_delete() {
 
 #[test]
 fn vm_shim_sigkill_then_rm_cleans_up() {
-    let Some((_g, env)) = vm_env("vm_shim_sigkill_then_rm_cleans_up") else {
+    let Some((_g, env)) = vm_env() else {
         return;
     };
     let pid = env.run_image_detached("vmdie", &["--annotation", VM], &["/bin/sleep", "1000"]);
@@ -389,7 +390,7 @@ fn vm_shim_sigkill_then_rm_cleans_up() {
 
 #[test]
 fn vm_oom_event_and_exit_137() {
-    let Some((_g, env)) = vm_env("vm_oom_event_and_exit_137") else {
+    let Some((_g, env)) = vm_env() else {
         return;
     };
     let ev = env.events();
@@ -406,7 +407,7 @@ fn vm_oom_event_and_exit_137() {
 
 #[test]
 fn vm_tty_run() {
-    let Some((_g, env)) = vm_env("vm_tty_run") else {
+    let Some((_g, env)) = vm_env() else {
         return;
     };
     let rt = runtime();
@@ -502,7 +503,7 @@ fn vm_tty_run() {
 
 #[test]
 fn vm_missing_kernel_fails_clearly() {
-    if skip_unless_our_runtime("vm_missing_kernel_fails_clearly") {
+    if skip_unless_our_runtime() {
         return;
     }
     let dir = work_dir();
@@ -524,7 +525,7 @@ fn vm_missing_kernel_fails_clearly() {
 #[test]
 #[ignore = "benchmark: run with --ignored --nocapture"]
 fn vm_bench() {
-    let Some((_g, env)) = vm_env("vm_bench") else {
+    let Some((_g, env)) = vm_env() else {
         return;
     };
     let mut times = Vec::new();

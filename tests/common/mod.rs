@@ -12,7 +12,12 @@
 //! * `PVELXC_SHIM_DIR` — directory holding `containerd-shim-pvelxc-v2` (default: the directory of
 //!   the binary cargo built for this test run, i.e. `target/release` under `--release`).
 //! * `PVELXC_TEST_KEEP=1` — keep the env dir (containerd log, config) of a test for debugging.
+//!
+//! Skips go through [`skip`] (`SKIP: <test>: <reason>` on stderr, appended to `$PVELXC_SKIP_LOG`,
+//! a failure under `CI=true` unless `PVELXC_SKIP_SUITES` names the suite).
 #![allow(dead_code)]
+
+pub mod skip;
 
 use std::collections::HashSet;
 use std::ffi::OsString;
@@ -77,16 +82,16 @@ pub fn expected_shim_binary() -> String {
     }
 }
 
-/// For tests of behaviour only our shim provides: returns true (and prints why) when the
-/// test must be skipped because another runtime is under test.
-pub fn skip_unless_our_runtime(test: &str) -> bool {
+/// For tests of behaviour only our shim provides: returns true (after printing and recording a
+/// `not-applicable` skip, see [`skip`]) when another runtime is under test.
+pub fn skip_unless_our_runtime() -> bool {
     if testing_our_runtime() {
         return false;
     }
-    eprintln!(
-        "SKIP {test}: needs {OUR_RUNTIME}, PVELXC_TEST_RUNTIME={}",
+    skip::not_applicable(&format!(
+        "needs {OUR_RUNTIME}, PVELXC_TEST_RUNTIME={}",
         runtime()
-    );
+    ));
     true
 }
 

@@ -1,4 +1,4 @@
-//! Create as real hosts do it, per profile and storage (root + LXC required; skipped otherwise):
+//! Create as real hosts do it, per profile and storage (root + LXC required; skipped loudly otherwise, a failure under CI=true):
 //! extraction inside the user namespace, lvmthin's hard size cap, mpN mounted during
 //! extraction, entrypoint/env gates, raw lxc.* lines.
 
@@ -25,8 +25,7 @@ fn assert_gone(env: &Env, vmid: u32) {
 
 #[test]
 fn unprivileged_extraction_runs_in_the_user_namespace() {
-    if !is_root() {
-        eprintln!("skipping: needs root");
+    if !needs_lxc() {
         return;
     }
     let env = Env::new("userns", &[8301, 8302]);
@@ -94,8 +93,7 @@ fn unprivileged_extraction_runs_in_the_user_namespace() {
 
 #[test]
 fn lvmthin_size_is_a_hard_cap() {
-    if !is_root() {
-        eprintln!("skipping: needs root");
+    if !needs_lxc() {
         return;
     }
     let env = Env::new("thin", &[8303]);
@@ -175,8 +173,7 @@ fn lvmthin_size_is_a_hard_cap() {
 
 #[test]
 fn zfs_install_has_local_zfs_directories() {
-    if !is_root() {
-        eprintln!("skipping: needs root");
+    if !needs_lxc() {
         return;
     }
     let env = Env::new("zfs", &[8304]);
@@ -212,8 +209,7 @@ fn zfs_install_has_local_zfs_directories() {
 
 #[test]
 fn mount_points_are_mounted_during_extraction() {
-    if !is_root() {
-        eprintln!("skipping: needs root");
+    if !needs_lxc() {
         return;
     }
     let env = Env::new("mpx", &[8305]);
@@ -259,8 +255,7 @@ fn mount_points_are_mounted_during_extraction() {
 
 #[test]
 fn pve8_grammar_and_raw_lxc_lines() {
-    if !is_root() {
-        eprintln!("skipping: needs root");
+    if !needs_lxc() {
         return;
     }
     let env = Env::new("pve8", &[8306]);
@@ -326,8 +321,7 @@ fn pve8_grammar_and_raw_lxc_lines() {
 
 #[test]
 fn unknown_profile_is_an_error() {
-    if !is_root() {
-        eprintln!("skipping: needs root");
+    if !needs_lxc() {
         return;
     }
     let env = Env::new("badprof", &[]);

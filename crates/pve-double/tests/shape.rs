@@ -1,4 +1,4 @@
-//! pve-shape end to end (root and LXC required; skipped with a `SKIP:` line otherwise).
+//! pve-shape end to end (root and LXC required; skipped loudly otherwise, a failure under CI=true).
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -8,17 +8,22 @@ use std::process::{Command, Output, Stdio};
 const SHAPE: &str = env!("CARGO_BIN_EXE_pve-shape");
 const PCT: &str = env!("CARGO_BIN_EXE_pct");
 
-fn skip() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("SKIP: pve-shape tests need root");
-        return true;
-    }
-    if !Path::new("/usr/bin/lxc-start").exists() || !Path::new("/bin/busybox").exists() {
-        eprintln!("SKIP: pve-shape tests need lxc-start and /bin/busybox");
-        return true;
-    }
-    false
+/// The workspace's one skip helper (loud, counted, a failure under CI).
+#[path = "../../../tests/common/skip.rs"]
+mod skip;
+
+/// True (after `skip::unavailable`, suite `lxc`: a failure under `CI=true` or with
+/// `PVELXC_REQUIRE_LXC` set) when the pve-shape tests cannot run here.
+fn cannot_run() -> bool {
+    let why = if !skip::is_root() {
+        "pve-shape tests need root"
+    } else if !Path::new("/usr/bin/lxc-start").exists() || !Path::new("/bin/busybox").exists() {
+        "pve-shape tests need lxc-start and /bin/busybox"
+    } else {
+        return false;
+    };
+    skip::unavailable("lxc", &["PVELXC_REQUIRE_LXC"], why);
+    true
 }
 
 fn text(b: &[u8]) -> String {
@@ -134,7 +139,7 @@ impl Drop for Shape {
 
 #[test]
 fn host_shape_cluster_tree_and_namespace() {
-    if skip() {
+    if cannot_run() {
         return;
     }
     let s = Shape::new("a");
@@ -315,7 +320,7 @@ fn ppid(pid: i32) -> i32 {
 
 #[test]
 fn pct_start_goes_through_the_service_manager() {
-    if skip() {
+    if cannot_run() {
         return;
     }
     let s = Shape::new("b");
@@ -409,7 +414,7 @@ fn pct_start_goes_through_the_service_manager() {
 
 #[test]
 fn clear_errors() {
-    if skip() {
+    if cannot_run() {
         return;
     }
     let o = Command::new(SHAPE)

@@ -1,9 +1,14 @@
 //! Boots a real micro-VM (TCG) with a busybox rootfs and drives the guest agent.
 //!
 //! Needs root, qemu-system-x86_64, busybox-static and the kernel cache from `fetch-kernel.sh`
-//! (`PVELXC_VM_CACHE`, default /var/cache/pvelxc/vm). Skips only when that cache is absent and
-//! `PVELXC_VM_REQUIRED` is unset. `PVELXC_AGENT_BIN` may name a prebuilt static agent; otherwise the
+//! (`PVELXC_VM_CACHE`, default /var/cache/pvelxc/vm). Skips loudly (`skip`, suite `vm`) only when
+//! that cache is absent; a failure instead under `CI=true` or with `PVELXC_VM_REQUIRED` set.
+//! `PVELXC_AGENT_BIN` may name a prebuilt static agent; otherwise the
 //! test builds one (static glibc, release) in its own target directory.
+
+/// The workspace's one skip helper (loud, counted, a failure under CI).
+#[path = "../../../tests/common/skip.rs"]
+mod skip;
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -88,21 +93,20 @@ async fn step<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {
         .unwrap_or_else(|_| panic!("timed out: {what}"))
 }
 
-/// The kernel, or `None` (after printing why) when the test must be skipped.
+/// The kernel, or `None` after a skip (`skip::unavailable`, suite `vm`: a failure under `CI=true` or
+/// with `PVELXC_VM_REQUIRED` set).
 fn kernel_or_skip() -> Option<PathBuf> {
     let kernel = cache_dir().join("vmlinux");
     if kernel.exists() {
         return Some(kernel);
     }
-    if std::env::var_os("PVELXC_VM_REQUIRED").is_some() {
-        panic!(
-            "PVELXC_VM_REQUIRED is set but {} is missing: run crates/pvelxc-agent/fetch-kernel.sh",
+    skip::unavailable(
+        "vm",
+        &["PVELXC_VM_REQUIRED"],
+        &format!(
+            "no guest kernel at {} (run crates/pvelxc-agent/fetch-kernel.sh)",
             kernel.display()
-        );
-    }
-    println!(
-        "SKIPPED: no guest kernel at {} (run crates/pvelxc-agent/fetch-kernel.sh; set PVELXC_VM_REQUIRED=1 to make this a failure)",
-        kernel.display()
+        ),
     );
     None
 }

@@ -1,5 +1,10 @@
-//! `Vm::start` names the cause when it cannot boot. The QEMU-exit case needs qemu-system-x86_64 and
-//! is skipped (with a message) where it is not installed; the others need nothing.
+//! `Vm::start` names the cause when it cannot boot. The QEMU-exit case needs qemu-system-x86_64, the
+//! boot-timeout case also the guest kernel: they skip loudly where those are missing (`skip`, suite
+//! `vm`; a failure under `CI=true` or with `PVELXC_VM_REQUIRED` set). The others need nothing.
+
+/// The workspace's one skip helper (loud, counted, a failure under CI).
+#[path = "../../../tests/common/skip.rs"]
+mod skip;
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -50,27 +55,31 @@ async fn missing_qemu_is_named() {
 
 #[tokio::test]
 async fn qemu_exit_during_boot_reports_its_output_and_cleans_up() {
-    if have_qemu() {
-        let d = scratch("exit");
-        fs::write(d.join("vmlinux"), b"not a kernel").unwrap();
-        fs::write(d.join("initrd"), b"not an initrd").unwrap();
-        let mut cfg = VmConfig::new(d.join("vmlinux"), d.join("initrd"), d.join("rootfs"));
-        cfg.state_dir = d.join("state");
-        cfg.boot_timeout = Duration::from_secs(30);
-        match Vm::start(cfg).await {
-            Err(e @ VmError::QemuExited { .. }) => {
-                let text = e.to_string();
-                assert!(text.contains("qemu output"), "{text}");
-                println!("{text}");
-            }
-            Err(e) => panic!("wrong error: {e}"),
-            Ok(_) => panic!("booted a text file"),
-        }
-        let left: Vec<_> = fs::read_dir(d.join("state")).unwrap().collect();
-        assert!(left.is_empty(), "state dir not cleaned: {left:?}");
-    } else {
-        println!("SKIPPED: qemu-system-x86_64 not installed");
+    if !skip::require(
+        have_qemu(),
+        "vm",
+        &["PVELXC_VM_REQUIRED"],
+        "qemu-system-x86_64 not installed (crates/pvelxc-agent/setup-host.sh)",
+    ) {
+        return;
     }
+    let d = scratch("exit");
+    fs::write(d.join("vmlinux"), b"not a kernel").unwrap();
+    fs::write(d.join("initrd"), b"not an initrd").unwrap();
+    let mut cfg = VmConfig::new(d.join("vmlinux"), d.join("initrd"), d.join("rootfs"));
+    cfg.state_dir = d.join("state");
+    cfg.boot_timeout = Duration::from_secs(30);
+    match Vm::start(cfg).await {
+        Err(e @ VmError::QemuExited { .. }) => {
+            let text = e.to_string();
+            assert!(text.contains("qemu output"), "{text}");
+            println!("{text}");
+        }
+        Err(e) => panic!("wrong error: {e}"),
+        Ok(_) => panic!("booted a text file"),
+    }
+    let left: Vec<_> = fs::read_dir(d.join("state")).unwrap().collect();
+    assert!(left.is_empty(), "state dir not cleaned: {left:?}");
 }
 
 #[tokio::test]
@@ -79,8 +88,15 @@ async fn boot_timeout_kills_qemu_and_cleans_up() {
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("/var/cache/pvelxc/vm"))
         .join("vmlinux");
-    if !kernel.exists() || !have_qemu() {
-        println!("SKIPPED: needs {} and qemu-system-x86_64", kernel.display());
+    if !skip::require(
+        kernel.exists() && have_qemu(),
+        "vm",
+        &["PVELXC_VM_REQUIRED"],
+        &format!(
+            "needs {} (crates/pvelxc-agent/fetch-kernel.sh) and qemu-system-x86_64",
+            kernel.display()
+        ),
+    ) {
         return;
     }
     let d = scratch("timeout");

@@ -400,9 +400,19 @@ fn busybox() -> Option<&'static str> {
         .find(|p| std::path::Path::new(p).exists())
 }
 
-fn is_root() -> bool {
-    // SAFETY: plain syscall.
-    unsafe { libc::geteuid() == 0 }
+/// busybox, or None after a skip (`skip::unavailable`, suite `root`: fails under CI).
+fn host_prereqs() -> Option<&'static str> {
+    if !skip::require(skip::is_root(), "root", &[], "needs root") {
+        return None;
+    }
+    let bb = busybox();
+    skip::require(
+        bb.is_some(),
+        "root",
+        &[],
+        "needs busybox (/bin/busybox or /usr/bin/busybox: apt-get install busybox-static)",
+    );
+    bb
 }
 
 const NBS: &str = "CAP_NET_BIND_SERVICE";
@@ -410,8 +420,7 @@ const NBS_MASK: &str = "0000000000000400"; // 1 << 10
 
 #[test]
 fn exec_mode_capabilities() {
-    let (Some(bb), true) = (busybox(), is_root()) else {
-        eprintln!("skipped: needs root and busybox");
+    let Some(bb) = host_prereqs() else {
         return;
     };
     let d = tempdir("host-caps");
@@ -501,8 +510,7 @@ fn exec_mode_capabilities() {
 
 #[test]
 fn init_mode_capabilities() {
-    let (Some(bb), true) = (busybox(), is_root()) else {
-        eprintln!("skipped: needs root and busybox");
+    let Some(bb) = host_prereqs() else {
         return;
     };
     let d = tempdir("host-init-caps");

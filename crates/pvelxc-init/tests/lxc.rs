@@ -1,8 +1,8 @@
 //! End to end on real LXC (no Proxmox): the static init is a CT's `lxc.init.cmd`,
 //! the shim's directory is bind-mounted at /.pvelxc, and this test plays the shim.
 //!
-//! Needs root, lxc-start and /bin/busybox (busybox-static); skipped otherwise
-//! (set PVELXC_REQUIRE_LXC=1 to turn a skip into a failure).
+//! Needs root, lxc-start and /bin/busybox (busybox-static); skipped loudly otherwise
+//! (`skip::unavailable`, suite `lxc`; a failure under `CI=true` or with `PVELXC_REQUIRE_LXC=1`).
 //! The static init comes from $PVELXC_INIT_BIN, else it is built with
 //! `RUSTFLAGS=-C target-feature=+crt-static cargo build --release -p pvelxc-init
 //! --target x86_64-unknown-linux-gnu`.
@@ -24,23 +24,22 @@ const APPLETS: &[&str] = &[
     "sh", "echo", "tty", "sleep", "cat", "id", "stty", "ls", "grep", "true",
 ];
 
-fn skip(why: &str) -> bool {
-    if std::env::var_os("PVELXC_REQUIRE_LXC").is_some() {
-        panic!("LXC test required but cannot run: {why}");
-    }
-    eprintln!("SKIPPED: {why}");
+/// A skip of the LXC tests (`skip::unavailable`, suite `lxc`): a failure under `CI=true` or with
+/// `PVELXC_REQUIRE_LXC` set.
+fn skip_lxc(why: &str) -> bool {
+    skip::unavailable("lxc", &["PVELXC_REQUIRE_LXC"], why);
     true
 }
 
 fn cannot_run() -> bool {
-    if unsafe { libc::geteuid() } != 0 {
-        return skip("not root");
+    if !skip::is_root() {
+        return skip_lxc("not root");
     }
     if !Path::new("/usr/bin/lxc-start").exists() {
-        return skip("lxc-start not installed");
+        return skip_lxc("lxc-start not installed (apt-get install lxc)");
     }
     if !Path::new("/bin/busybox").exists() {
-        return skip("/bin/busybox (busybox-static) not installed");
+        return skip_lxc("/bin/busybox (busybox-static) not installed");
     }
     false
 }

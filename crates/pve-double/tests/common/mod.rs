@@ -16,6 +16,24 @@ pub fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
+/// The workspace's one skip helper (loud, counted, a failure under CI): see that file.
+#[path = "../../../../tests/common/skip.rs"]
+pub mod skip;
+
+/// For tests on real LXC: true when the test may run; false after a skip (`skip::unavailable`,
+/// suite `lxc`: a failure under `CI=true` or with `PVELXC_REQUIRE_LXC` set).
+pub fn needs_lxc() -> bool {
+    let why = if !is_root() {
+        "needs root (real LXC)"
+    } else if !std::path::Path::new("/usr/bin/lxc-start").exists() {
+        "needs lxc-start (apt-get install lxc)"
+    } else {
+        return true;
+    };
+    skip::unavailable("lxc", &["PVELXC_REQUIRE_LXC"], why);
+    false
+}
+
 /// A private PVE_DOUBLE_ROOT; on drop stops/destroys its CTs and removes everything.
 pub struct Env {
     pub root: PathBuf,
