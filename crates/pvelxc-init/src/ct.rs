@@ -215,6 +215,6 @@ mod tests {
         )
         .unwrap();
         assert_eq!(s.net.unwrap().gateway.as_deref(), Some("10.1.0.1"));
-        assert!(CtSettings::from_json(b"[]").is_err());
+        assert!(CtSettings::from_json(b"7").is_err());
     }
 }
