@@ -17,6 +17,7 @@
 //! a failure under `CI=true` unless `PVELXC_SKIP_SUITES` names the suite).
 #![allow(dead_code)]
 
+pub mod pve;
 pub mod skip;
 
 use std::collections::HashSet;
@@ -1046,6 +1047,14 @@ impl TestEnv {
         let mut f = vec!["--rm"];
         f.extend_from_slice(flags);
         let (args, _) = self.rootfs_run_args(&f, id, cmd);
+        let a: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.ctr(&a)
+    }
+
+    /// `ctr run --rm` on a fresh rootfs copy that `edit` changed first.
+    pub fn run_rootfs_edited(&self, id: &str, edit: impl FnOnce(&Path), cmd: &[&str]) -> Output {
+        let (args, rootfs) = self.rootfs_run_args(&["--rm"], id, cmd);
+        edit(&rootfs);
         let a: Vec<&str> = args.iter().map(String::as_str).collect();
         self.ctr(&a)
     }

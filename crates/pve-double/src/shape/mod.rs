@@ -204,6 +204,8 @@ fn init_root(root: &Path, a: &Args, node: &str) -> Res<()> {
         node: node.to_string(),
     };
     r.ensure_layout().map_err(|e| e.to_string())?;
+    // A node has its storage.cfg before anyone asks pct anything (the shim reads it first).
+    crate::storage::cfg::ensure(&r).map_err(|e| e.to_string())?;
     let others: Vec<&str> = ["pve2", "pve3", "pve4"]
         .into_iter()
         .filter(|n| *n != node)

@@ -1,0 +1,256 @@
+//! The pct backend's test host: a private containerd whose shims drive the pve-double `pct`
+//! (real LXC underneath), inside a host shaped like a Proxmox node (`pve-shape`: /run noexec,
+//! /etc/pve the double's cluster tree, foreign guests holding the first VMIDs of the range).
+//! Every [`Pve`] has its own `PVE_DOUBLE_ROOT`, state dir and VMID range; `PVE_PROFILE`
+//! (pve8, pve9.0, pve9.1) picks the Proxmox version the double plays.
+
+use super::*;
+use std::fs;
+use std::path::PathBuf;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+pub const T: Duration = Duration::from_secs(60);
+pub const SCRIPT: &str = "echo hello; echo err >&2; exit 3";
+/// Foreign guests (other nodes' CTs and VMs) seeded at the bottom of every test's VMID range.
+pub const FOREIGN: u32 = 10;
+
+/// The PVE version profile the double plays (`PVE_PROFILE`: pve8, pve9.0, pve9.1).
+pub fn profile() -> String {
+    std::env::var("PVE_PROFILE").unwrap_or_else(|_| "pve9.1".into())
+}
+
+pub fn shape_bin() -> PathBuf {
+    let p = shim_dir().join("pve-shape");
+    assert!(
+        p.is_file(),
+        "{} missing: cargo build --release -p pve-double",
+        p.display()
+    );
+    p
+}
+
+/// The static init: `PVELXC_INIT_BIN` (scripts/test.sh points it at the installed build), else
+/// the `--target` release build.
+pub fn static_init() -> PathBuf {
+    let p = std::env::var_os("PVELXC_INIT_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            target_dir()
+                .join("x86_64-unknown-linux-gnu")
+                .join("release")
+                .join("pvelxc-init")
+        });
+    assert!(
+        p.is_file(),
+        "static init missing: {} (see this file's header)",
+        p.display()
+    );
+    p
+}
+
+pub fn pct_bin() -> PathBuf {
+    let p = shim_dir().join("pct");
+    assert!(
+        p.is_file(),
+        "{} missing: cargo build --release -p pve-double",
+        p.display()
+    );
+    p
+}
+
+/// A private containerd whose default backend is pct, with its own double root and VMIDs,
+/// running inside a host shaped like a Proxmox node (`pve-shape`: /run noexec, /etc/pve the
+/// double's cluster tree with foreign guests holding the first VMIDs of the range).
+pub struct Pve {
+    env: Option<TestEnv>,
+    pub root: PathBuf,
+    pub state: PathBuf,
+    pub lo: u32,
+    pub hi: u32,
+}
+
+impl Pve {
+    pub fn new(lo: u32, hi: u32) -> Pve {
+        Self::with(lo, hi, "", true)
+    }
+
+    /// `config = false`: no config file at all (defaults), the backend chosen by annotation.
+    pub fn with(lo: u32, hi: u32, extra: &str, config: bool) -> Pve {
+        let root = tempfile::Builder::new()
+            .prefix("pvr-")
+            .tempdir_in("/tmp")
+            .expect("double root")
+            .keep();
+        let state = root.join("ct");
+        let foreign = FOREIGN.min((hi - lo + 1) / 3);
+        let mut b = TestEnv::builder().wrap(
+            [
+                shape_bin().into_os_string(),
+                "--root".into(),
+                root.clone().into_os_string(),
+                "--profile".into(),
+                profile().into(),
+                "--foreign-from".into(),
+                lo.to_string().into(),
+                "--foreign".into(),
+                foreign.to_string().into(),
+                "exec".into(),
+                "--".into(),
+            ]
+            .to_vec(),
+        );
+        if config {
+            let cfg = root.join("pvelxc.toml");
+            fs::write(
+                &cfg,
+                format!(
+                    "backend = \"pct\"\n[pct]\nvmid_min = {lo}\nvmid_max = {hi}\n\
+                     init_path = {init:?}\ntemplate_dir = {tpl:?}\ntimeout_secs = 60\n\
+                     state_dir = {st:?}\n{extra}",
+                    st = state.display().to_string(),
+                    init = static_init().display().to_string(),
+                    tpl = root
+                        .join("storage/local/template/cache")
+                        .display()
+                        .to_string(),
+                ),
+            )
+            .expect("write config");
+            b = b.env("PVELXC_CONFIG", &cfg);
+        } else {
+            // No config: the static init must sit next to the shim binary, so run a copy of
+            // the shim from a private directory first on PATH.
+            let dir = root.join("bin");
+            fs::create_dir_all(&dir).expect("bin dir");
+            fs::copy(shim_dir().join(SHIM_BINARY), dir.join(SHIM_BINARY)).expect("copy shim");
+            fs::copy(static_init(), dir.join("pvelxc-init")).expect("copy init");
+            let mut path = dir.into_os_string();
+            path.push(":");
+            path.push(shim_dir());
+            path.push(":");
+            path.push(std::env::var_os("PATH").unwrap_or_default());
+            b = b.env("PATH", path);
+        }
+        Pve {
+            env: Some(b.start()),
+            root,
+            state,
+            lo,
+            hi,
+        }
+    }
+
+    pub fn env(&self) -> &TestEnv {
+        self.env.as_ref().expect("env")
+    }
+
+    pub fn pct(&self, args: &[&str]) -> Output {
+        run_cmd(self.shaped(pct_bin().as_os_str(), args), None, T)
+    }
+
+    /// A command run inside this test's host shape.
+    pub fn shaped(&self, prog: &std::ffi::OsStr, args: &[&str]) -> Command {
+        let mut c = Command::new(shape_bin());
+        c.arg("--root")
+            .arg(&self.root)
+            .args(["exec", "--"])
+            .arg(prog)
+            .args(args);
+        c
+    }
+
+    /// VMIDs `pct list` shows.
+    pub fn list(&self) -> Vec<u32> {
+        stdout(&self.pct(&["list"]))
+            .lines()
+            .skip(1)
+            .filter_map(|l| l.split_whitespace().next()?.parse().ok())
+            .collect()
+    }
+
+    pub fn calls(&self) -> Vec<Vec<String>> {
+        fs::read_to_string(self.root.join("calls.log"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).ok()?;
+                Some(
+                    v.get("argv")?
+                        .as_array()?
+                        .iter()
+                        .filter_map(|a| a.as_str().map(str::to_string))
+                        .collect(),
+                )
+            })
+            .collect()
+    }
+
+    pub fn state_dirs(&self) -> Vec<u32> {
+        fs::read_dir(&self.state)
+            .map(|rd| {
+                rd.flatten()
+                    .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+                    .filter(|v| (self.lo..=self.hi).contains(v))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    pub fn reservations(&self) -> Vec<u32> {
+        fs::read_to_string(self.state.join("vmid.reservations"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.split_whitespace().next()?.parse::<u32>().ok())
+            .filter(|v| (self.lo..=self.hi).contains(v))
+            .collect()
+    }
+
+    /// No CT, no per-container dir, no reserved VMID, no volume left.
+    pub fn assert_clean(&self) {
+        wait_until("no CT, D dir or reservation left", T, || {
+            (self.list().is_empty()
+                && self.state_dirs().is_empty()
+                && self.reservations().is_empty())
+            .then_some(())
+        });
+        let vols: Vec<_> = fs::read_dir(self.root.join("storage/local-lvm"))
+            .map(|rd| rd.flatten().map(|e| e.file_name()).collect())
+            .unwrap_or_default();
+        assert!(vols.is_empty(), "volumes left: {vols:?}");
+    }
+}
+
+impl Drop for Pve {
+    fn drop(&mut self) {
+        drop(self.env.take());
+        for v in self.list() {
+            let s = v.to_string();
+            let _ = self.pct(&["destroy", &s, "--force", "1", "--purge", "1"]);
+        }
+        let mut stop = Command::new(shape_bin());
+        stop.arg("--root").arg(&self.root).arg("stop");
+        let _ = run_cmd(stop, None, T);
+        if std::env::var_os("PVELXC_TEST_KEEP").is_none() {
+            let _ = fs::remove_dir_all(&self.root);
+        }
+    }
+}
+
+pub fn assert_hello_err_3(what: &str, out: &Output) {
+    assert_eq!(exit_code(out), 3, "{what}: exit code\n{}", describe(out));
+    assert_eq!(stdout(out), "hello\n", "{what}: stdout\n{}", describe(out));
+    assert!(
+        stderr(out).contains("err"),
+        "{what}: stderr\n{}",
+        describe(out)
+    );
+}
+
+pub fn vmid_of(p: &Pve, name: &str) -> u32 {
+    let out = stdout(&p.pct(&["list"]));
+    out.lines()
+        .find(|l| l.split_whitespace().last() == Some(name))
+        .and_then(|l| l.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no CT named {name} in pct list:\n{out}"))
+}
