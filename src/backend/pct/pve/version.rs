@@ -1,6 +1,6 @@
 //! The host's pve-container version, and what it allows. Found once with `pveversion -v`
 //! (line `pve-container: X.Y.Z`) and cached in the state directory, keyed by the mtime of
-//! dpkg's status file (any package upgrade invalidates it). `[pct] pve_container_version`
+//! dpkg's status file (any package upgrade invalidates it) and the identity of /etc/pve. `[pct] pve_container_version`
 //! overrides detection.
 
 use std::fmt;
@@ -64,11 +64,17 @@ pub fn parse_pveversion(out: &str) -> Option<PkgVersion> {
 const CACHE_FILE: &str = "pve-container.version";
 const DPKG_STATUS: &str = "/var/lib/dpkg/status";
 
+/// Changes when packages change (dpkg's status file) or when /etc/pve is another mount
+/// (pmxcfs restarted, or another host shape): then the version is asked again.
 fn cache_key() -> String {
     use std::os::unix::fs::MetadataExt;
-    std::fs::metadata(DPKG_STATUS)
-        .map(|m| format!("dpkg-status-{}.{}", m.mtime(), m.mtime_nsec()))
-        .unwrap_or_else(|_| "no-dpkg-status".into())
+    let dpkg = std::fs::metadata(DPKG_STATUS)
+        .map(|m| format!("{}.{}", m.mtime(), m.mtime_nsec()))
+        .unwrap_or_else(|_| "none".into());
+    let pve = std::fs::metadata(super::PVE_DIR)
+        .map(|m| format!("{:x}.{:x}", m.dev(), m.ino()))
+        .unwrap_or_else(|_| "none".into());
+    format!("dpkg-{dpkg}/pve-{pve}")
 }
 
 fn read_cache(state_dir: &Path, key: &str) -> Option<PkgVersion> {
