@@ -68,6 +68,8 @@ pub struct Pve {
     pub state: PathBuf,
     pub lo: u32,
     pub hi: u32,
+    /// Foreign guests seeded at `lo..lo+foreign` on other nodes.
+    pub foreign: u32,
 }
 
 impl Pve {
@@ -138,6 +140,7 @@ impl Pve {
             state,
             lo,
             hi,
+            foreign,
         }
     }
 
@@ -218,6 +221,22 @@ impl Pve {
             .map(|rd| rd.flatten().map(|e| e.file_name()).collect())
             .unwrap_or_default();
         assert!(vols.is_empty(), "volumes left: {vols:?}");
+        // Foreign guests (other nodes' CTs and VMs in the range) are never touched.
+        let vmlist = fs::read_to_string(self.root.join("etc/pve/.vmlist")).unwrap_or_default();
+        for v in self.lo..self.lo + self.foreign {
+            let on_other_node = ["pve2", "pve3"].iter().any(|n| {
+                ["lxc", "qemu-server"].iter().any(|k| {
+                    self.root
+                        .join(format!("etc/pve/nodes/{n}/{k}/{v}.conf"))
+                        .is_file()
+                })
+            });
+            assert!(on_other_node, "foreign guest {v} lost its config");
+            assert!(
+                vmlist.contains(&format!("\"{v}\"")),
+                "foreign guest {v} not in .vmlist"
+            );
+        }
     }
 }
 
