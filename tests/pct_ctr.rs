@@ -592,3 +592,60 @@ fn shim_sigkill_then_rm_destroys_the_ct() {
     });
     p.assert_clean();
 }
+
+/// `network = "bridge"` gives the container its address on every Proxmox version: PVE 9.1
+/// configures it (`host-managed=1`), older versions leave an unmanaged CT's interface down and
+/// the CT's init configures the static address. The container reaches the bridge's gateway.
+#[test]
+fn bridge_network_reaches_the_gateway() {
+    let n = std::process::id() % 200 + 20;
+    let bridge = format!("vmbrt{n}");
+    let gw = format!("10.215.{n}.1");
+    let _ = Command::new("ip").args(["link", "del", &bridge]).output();
+    for args in [
+        vec!["link", "add", &bridge, "type", "bridge"],
+        vec!["addr", "add", &format!("{gw}/24"), "dev", &bridge],
+        vec!["link", "set", &bridge, "up"],
+    ] {
+        run_ok(&[&["ip"][..], &args].concat());
+    }
+    struct DelBridge(String);
+    impl Drop for DelBridge {
+        fn drop(&mut self) {
+            let _ = Command::new("ip").args(["link", "del", &self.0]).output();
+        }
+    }
+    let _bridge = DelBridge(bridge.clone());
+    let extra = format!(
+        "network = \"bridge\"\nbridge = \"{bridge}\"\nip = \"10.215.{n}.5/24\"\ngateway = \"{gw}\"\n"
+    );
+    let p = Pve::with(300_420, 300_459, &extra, true);
+    let env = p.env();
+    let out = env.run_rootfs(
+        "net1",
+        &[],
+        &[
+            "/bin/sh",
+            "-c",
+            &format!("ip -4 addr show eth0; ip route; ping -c 1 -W 5 {gw}"),
+        ],
+    );
+    assert_eq!(
+        exit_code(&out),
+        0,
+        "profile {}: the container must reach {gw}\n{}",
+        profile(),
+        describe(&out)
+    );
+    assert!(
+        stdout(&out).contains(&format!("10.215.{n}.5/24")),
+        "{}",
+        describe(&out)
+    );
+    assert!(
+        stdout(&out).contains(&format!("default via {gw}")),
+        "{}",
+        describe(&out)
+    );
+    p.assert_clean();
+}
