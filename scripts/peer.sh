@@ -148,9 +148,10 @@ reset() {
     ${SHAPE[@]+"${SHAPE[@]}"} rm -rf --one-file-system "$m/root" "$m/state"
 }
 
-# path LABEL: one suite run of the path, flaky reruns, the gate.
+# path NAME [LABEL]: one suite run of the path (expected results tests/peer-expected/NAME.txt),
+# flaky reruns, the gate.
 path() {
-    local label=$1 exp=$EXPECTED_DIR/$1.txt got=$WORK/got-$1.txt
+    local label=${2:-$1} exp=$EXPECTED_DIR/$1.txt got=$WORK/got-${2:-$1}.txt
     [ -f "$exp" ] || { echo "peer[$label]: no expected-results file $exp" >&2; return 1; }
     check_expected_file "$exp" || return 1
     reset
@@ -175,17 +176,28 @@ if [ "$WHAT" = pct ] || [ "$WHAT" = all ]; then
     cp "$init" "$SHIM_DIR/pvelxc-init"
     # The suite (harness, containerd, shims) runs inside a host shaped like a Proxmox VE node
     # (pve-shape: /etc/pve the double's cluster tree, /run noexec, pct start through its service
-    # manager), as tests/pct_ctr.rs does; PVE_PROFILE picks the version the double plays.
-    PCT_ROOT=$(mktemp -d /tmp/peer-pve-XXXXXX)
-    chmod 755 "$PCT_ROOT"
-    printf 'backend = "pct"\n[pct]\nvmid_min = 700000\nvmid_max = 709999\n' >"$PCT_ROOT/pvelxc.toml"
-    export PVELXC_CONFIG=$PCT_ROOT/pvelxc.toml PVE_DOUBLE_ROOT=$PCT_ROOT
-    # Foreign guests (other nodes) hold the first VMIDs of the range, as on a real cluster.
-    SHAPE=("$SHIM_DIR/pve-shape" --root "$PCT_ROOT" --profile "${PVE_PROFILE:-pve9.1}" --foreign-from 700000 --foreign 4 exec --)
-    path pct || rc=1
-    reset
-    SHAPE=()
-    "$SHIM_DIR/pve-shape" --root "$PCT_ROOT" stop || rc=1
-    rm -rf --one-file-system "$PCT_ROOT"
+    # manager), as tests/pct_ctr.rs does, once per Proxmox VE version in PEER_PCT_PROFILES
+    # (default: PVE_PROFILE, else pve9.1). Ten foreign guests of other nodes hold the first
+    # VMIDs of the shim's range, as on a busy cluster; they must come out untouched.
+    for prof in ${PEER_PCT_PROFILES:-${PVE_PROFILE:-pve9.1}}; do
+        PCT_ROOT=$(mktemp -d /tmp/peer-pve-XXXXXX)
+        chmod 755 "$PCT_ROOT"
+        printf 'backend = "pct"\n[pct]\nvmid_min = 700000\nvmid_max = 709999\nstate_dir = "%s/ct"\n' \
+            "$PCT_ROOT" >"$PCT_ROOT/pvelxc.toml"
+        export PVELXC_CONFIG=$PCT_ROOT/pvelxc.toml PVE_DOUBLE_ROOT=$PCT_ROOT
+        SHAPE=("$SHIM_DIR/pve-shape" --root "$PCT_ROOT" --profile "$prof" --foreign-from 700000 --foreign 10 exec --)
+        echo "peer[pct-$prof]: Proxmox VE profile $prof"
+        path pct "pct-$prof" || rc=1
+        reset
+        foreign=$(find "$PCT_ROOT/etc/pve/nodes" -path '*/pve[23]/*' -name '70000?.conf' | wc -l)
+        if [ "$foreign" -ne 10 ]; then
+            echo "peer[pct-$prof]: foreign guests touched: $foreign of 10 configs left" >&2
+            rc=1
+        fi
+        SHAPE=()
+        "$SHIM_DIR/pve-shape" --root "$PCT_ROOT" stop || rc=1
+        rm -rf --one-file-system "$PCT_ROOT"
+    done
+    unset PVELXC_CONFIG PVE_DOUBLE_ROOT
 fi
 exit "$rc"

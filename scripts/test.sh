@@ -104,6 +104,15 @@ PVELXC_SKIP_LOG=$MAIN_SKIPS cargo test --workspace --release -- --test-threads "
 # tests/peer-expected/{crun,pct}.txt.
 # The gate itself, on synthetic results (no harness needed): every expected pass that fails,
 # skips or goes missing must fail it.
+# The pct backend on every Proxmox VE version the double plays (the workspace run above used
+# the default, pve9.1): tests/pct_ctr.rs and tests/hostile_pct.rs inside a host shape each.
+for prof in ${PCT_PROFILES:-pve8 pve9.0}; do
+    step "pct tests on profile $prof"
+    PVE_PROFILE=$prof PVELXC_SKIP_LOG=$MAIN_SKIPS cargo test --release --test pct_ctr --test hostile_pct \
+        -- --test-threads "${TEST_THREADS:-2}" 2>&1 | tee "$LOGS/pct-$prof.log" ||
+        FAILED+=("pct tests on $prof")
+done
+
 step "containerd suite gate check"
 "$REPO_ROOT/scripts/peer-gate-check.sh" || FAILED+=("containerd suite gate check")
 
@@ -121,6 +130,9 @@ step "summary"
 echo "self-check (stock shim): $(test_totals "$LOGS/self-check.log"); tests only our shim can pass, not applicable there:"
 print_skips "$SELF_SKIPS"
 echo "workspace tests: $(test_totals "$LOGS/main.log")"
+for f in "$LOGS"/pct-*.log; do
+    [ -f "$f" ] && echo "pct tests on ${f##*/pct-}: $(test_totals "$f")"
+done
 print_skips "$MAIN_SKIPS"
 for l in ${NOT_RUN[@]+"${NOT_RUN[@]}"}; do echo "$l"; done
 if [ "${CI:-}" = true ] || [ "${CI:-}" = 1 ]; then
