@@ -177,6 +177,7 @@ impl Backend for PctBackend {
             }
         });
         let init_fd = ctl::PidFd::open(host_pid)?;
+        let init_pidfd = ctl::PidFd::open(host_pid)?;
         // The CT has stopped when its lxc-start monitor is gone: report the exit after that,
         // so that the Delete that follows finds a stopped CT (one `pct destroy`).
         let monitor_fd = ctl::parent_pid(host_pid)
@@ -220,6 +221,7 @@ impl Backend for PctBackend {
             ctcg: cgroup.as_ref().map(CtCgroup::of),
             cgroup,
             ctl,
+            init_pidfd,
             oom: Mutex::new(oom),
             destroyed: tokio::sync::Mutex::new(false),
         };

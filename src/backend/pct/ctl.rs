@@ -58,6 +58,12 @@ pub async fn accept(
         .and_then(|p| u32::try_from(p).ok())
         .filter(|p| *p > 0)
         .ok_or_else(|| Error::internal("the init's pid is not visible from the shim"))?;
+    // Only the CT's PID 1 may be the init (nothing else runs in the CT before Start).
+    if ns_pid_of(host_pid) != Some(1) {
+        return Err(Error::internal(format!(
+            "the control socket's peer (host pid {host_pid}) is not the CT's init"
+        )));
+    }
     let stream = stream.into_std().map_err(io_err("control socket"))?;
     stream
         .set_nonblocking(false)
@@ -118,6 +124,7 @@ fn handshake(
         }
     }
     let io = if terminal {
+        let mut stray = 0u32;
         loop {
             match next(&mut reader)? {
                 (Msg::Pty, mut fds) if !fds.is_empty() => {
@@ -128,7 +135,14 @@ fn handshake(
                 (Msg::Error { msg }, _) => {
                     return Err(Error::internal(format!("the CT's init: {msg}")))
                 }
-                (m, _) => log::debug!("control: ignoring {m:?} before the pty"),
+                (m, _) => {
+                    // Bounded: a flood of messages cannot keep this thread forever.
+                    stray += 1;
+                    if stray > 16 {
+                        return Err(Error::internal("the CT's init sent no pty"));
+                    }
+                    log::debug!("control: ignoring {m:?} before the pty")
+                }
             }
         }
     } else {
@@ -268,6 +282,32 @@ impl PidFd {
         // SAFETY: the kernel just gave us this descriptor.
         let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
         Ok(PidFd { pid, fd: Some(fd) })
+    }
+
+    /// Signal the process through its pidfd (never a reused pid).
+    pub fn signal(&self, signo: i32) -> Result<()> {
+        let Some(fd) = &self.fd else {
+            return Err(Error::NotFound("process already finished".into()));
+        };
+        // SAFETY: pidfd_send_signal(pidfd, sig, NULL, 0) on a pidfd we own.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_pidfd_send_signal,
+                fd.as_raw_fd(),
+                signo,
+                std::ptr::null::<libc::siginfo_t>(),
+                0u32,
+            )
+        };
+        if r < 0 {
+            let e = std::io::Error::last_os_error();
+            return Err(match e.raw_os_error() {
+                Some(libc::ESRCH) => Error::NotFound("process already finished".into()),
+                Some(libc::EINVAL) => Error::invalid(format!("invalid signal {signo}")),
+                _ => Error::io(format!("pidfd_send_signal({})", self.pid), e),
+            });
+        }
+        Ok(())
     }
 
     pub async fn wait(self) -> Result<()> {

@@ -6,8 +6,6 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use containerd_shim_protos::protobuf::well_known_types::any::Any;
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
 use oci_spec::runtime::{LinuxResources, Process};
 use tokio::sync::mpsc;
 
@@ -34,22 +32,12 @@ pub struct PctInstance {
     pub pct: Pct,
     pub alloc: Allocator,
     pub ctl: Arc<Ctl>,
+    /// The CT init's pidfd: signals never reach a reused pid.
+    pub init_pidfd: ctl::PidFd,
     pub cgroup: Option<Cgroup>,
     pub ctcg: Option<CtCgroup>,
     pub oom: Mutex<Option<mpsc::UnboundedReceiver<()>>>,
     pub destroyed: tokio::sync::Mutex<bool>,
-}
-
-fn signal_pid(pid: u32, signal: u32) -> Result<()> {
-    let sig = Signal::try_from(signal as i32)
-        .map_err(|_| Error::invalid(format!("invalid signal {signal}")))?;
-    kill(Pid::from_raw(pid as i32), sig).map_err(|e| {
-        if e == nix::errno::Errno::ESRCH {
-            Error::NotFound("process already finished".into())
-        } else {
-            Error::from(e)
-        }
-    })
 }
 
 impl PctInstance {
@@ -90,18 +78,17 @@ impl Instance for PctInstance {
     async fn kill(&self, target: Target<'_>, signal: u32, all: bool) -> Result<()> {
         match target {
             Target::Init => {
-                let init = self.ctl.host_pid;
-                // SIGKILL cannot be forwarded: kill the CT's init itself (the CT dies: 137).
-                if signal == libc::SIGKILL as u32 {
-                    return signal_pid(init, signal);
-                }
                 let signo = i32::try_from(signal)
                     .map_err(|_| Error::invalid(format!("invalid signal {signal}")))?;
+                // SIGKILL cannot be forwarded: kill the CT's init itself (the CT dies: 137).
+                if signal == libc::SIGKILL as u32 {
+                    return self.init_pidfd.signal(signo);
+                }
                 if self.ctl.signal(signo, all) {
                     return Ok(());
                 }
                 // No control connection: the init forwards host signals too.
-                signal_pid(init, signal)
+                self.init_pidfd.signal(signo)
             }
             Target::Exec { pid, .. } => exec::kill(pid, signal),
         }
