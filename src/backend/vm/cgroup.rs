@@ -47,6 +47,14 @@ pub struct Limits {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QemuCgroup {
     pub dirs: Vec<PathBuf>,
+    /// Remove the (then empty) parent too.
+    pub prune_parent: bool,
+}
+
+/// `<ns>/<id>` (ctr's default) or our own `pvelxc/<ns>/<id>`.
+fn per_namespace(rel: &Path) -> bool {
+    let n = rel.components().count();
+    n == 2 || (n == 3 && rel.starts_with("pvelxc"))
 }
 
 fn write(path: &Path, value: &str) -> Result<()> {
@@ -82,6 +90,7 @@ impl QemuCgroup {
         }
         let cg = QemuCgroup {
             dirs: vec![cur.clone()],
+            prune_parent: per_namespace(rel),
         };
         let set = || -> Result<()> {
             write(&cur.join("memory.max"), &limits.memory_bytes.to_string())?;
@@ -117,7 +126,10 @@ impl QemuCgroup {
             mkdir(&dir)?;
             dirs.push(dir);
         }
-        let cg = QemuCgroup { dirs };
+        let cg = QemuCgroup {
+            dirs,
+            prune_parent: per_namespace(rel),
+        };
         let set = || -> Result<()> {
             let mem = cg
                 .dirs
@@ -154,12 +166,20 @@ impl QemuCgroup {
         self.dirs.iter().map(|d| d.join("cgroup.procs")).collect()
     }
 
-    /// Removes the leaf dirs (they must be empty: QEMU gone). Best effort, logged.
+    /// Removes the leaf dirs (they must be empty: QEMU gone), and their parent when that is now
+    /// empty and is a per-namespace level (`<ns>/<id>` or `pvelxc/<ns>/<id>`, never a parent someone
+    /// else manages, such as a Kubernetes pod cgroup). Best effort, logged.
     pub fn remove(&self) {
         for d in &self.dirs {
             if let Err(e) = std::fs::remove_dir(d) {
                 if e.kind() != std::io::ErrorKind::NotFound {
                     log::warn!("vm: remove cgroup {}: {e}", d.display());
+                }
+                continue;
+            }
+            if self.prune_parent {
+                if let Some(parent) = d.parent() {
+                    let _ = std::fs::remove_dir(parent);
                 }
             }
         }
@@ -177,6 +197,7 @@ impl QemuCgroup {
         };
         QemuCgroup {
             dirs: dirs.into_iter().filter(|d| d.is_dir()).collect(),
+            prune_parent: per_namespace(rel),
         }
     }
 }
@@ -201,6 +222,9 @@ mod tests {
         );
         assert!(rel_path(Some("/a/../../etc"), "n", "x").is_err());
         assert!(rel_path(Some("/"), "n", "x").is_err());
+        assert!(per_namespace(Path::new("default/c1")));
+        assert!(per_namespace(Path::new("pvelxc/n/c1")));
+        assert!(!per_namespace(Path::new("kubepods/burstable/pod1/c1")));
     }
 
     #[test]
