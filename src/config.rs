@@ -214,6 +214,16 @@ pub struct VmConfig {
     pub state_dir: String,
     /// RAM added to the spec's memory limit for the guest kernel and agent.
     pub memory_overhead_mib: u32,
+    /// 9p security model of the rootfs and read-write bind mounts: "mapped-xattr" or
+    /// "passthrough" (guest root's chown/chmod/mknod reach the host: trusted guests only).
+    pub share_security: String,
+    /// User QEMU drops to after setup: a name from /etc/passwd, "uid:gid", or "root" (no drop).
+    pub qemu_user: String,
+    /// QEMU's seccomp sandbox (`-sandbox on,...`).
+    pub sandbox: bool,
+    /// MiB the host cgroup allows QEMU beyond the guest RAM (TCG code cache, QEMU heap, kernel
+    /// image pages).
+    pub qemu_overhead_mib: u32,
 }
 
 impl Default for VmConfig {
@@ -231,6 +241,10 @@ impl Default for VmConfig {
             modules: String::new(),
             state_dir: "/run/pvelxc/vm".into(),
             memory_overhead_mib: 64,
+            share_security: "mapped-xattr".into(),
+            qemu_user: "pvelxc-qemu".into(),
+            sandbox: true,
+            qemu_overhead_mib: 192,
         }
     }
 }
@@ -306,6 +320,20 @@ impl Config {
                 "vm.share: {:?} must be 9p or virtiofs",
                 self.vm.share
             ));
+        }
+        if !matches!(
+            self.vm.share_security.as_str(),
+            "mapped-xattr" | "passthrough"
+        ) {
+            return Err(format!(
+                "vm.share_security: {:?} must be \"mapped-xattr\" or \"passthrough\"",
+                self.vm.share_security
+            ));
+        }
+        if self.vm.qemu_user.is_empty() {
+            return Err(
+                "vm.qemu_user: must not be empty (a user name, \"uid:gid\", or \"root\")".into(),
+            );
         }
         for (key, v) in [
             ("crun.binary", &self.crun.binary),

@@ -190,6 +190,9 @@ fn vm_run_rootfs_stdio_exit_code_and_spec_mapping() {
     fs::create_dir_all(rootfs.join("data")).expect("mkdir /data");
     let shared = env.dir().join("shared");
     fs::create_dir_all(&shared).expect("mkdir shared");
+    // QEMU serves shares as the unprivileged vm.qemu_user: a read-write one must be writable by it.
+    fs::set_permissions(&shared, std::os::unix::fs::PermissionsExt::from_mode(0o777))
+        .expect("chmod shared");
     let mount = format!(
         "type=bind,src={},dst=/data,options=rbind:rw",
         shared.display()

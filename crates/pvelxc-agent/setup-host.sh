@@ -31,4 +31,10 @@ for p in busybox-static xz-utils gzip; do
     dpkg -s "$p" >/dev/null 2>&1 || DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$p"
 done
 
+# The unprivileged user QEMU drops to (the shim's vm.qemu_user default).
+if ! getent passwd pvelxc-qemu >/dev/null 2>&1; then
+    useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin \
+        --user-group pvelxc-qemu
+fi
+
 "$HERE/fetch-kernel.sh"

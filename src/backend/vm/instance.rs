@@ -63,6 +63,8 @@ pub struct VmInstance {
     pub shared: Arc<Shared>,
     pub bundle: PathBuf,
     pub state_dir: PathBuf,
+    /// QEMU's host cgroup, removed at delete.
+    pub cgroup: Option<super::cgroup::QemuCgroup>,
     pub rootfs_mounted: bool,
     /// The init's process and our stdio ends, until `start`.
     pub pending: Mutex<Option<(proto::Process, HostEnds)>>,
@@ -111,7 +113,9 @@ impl Shared {
                 }
             };
             // An OOM kill shows on the console just before the exit: report it first.
-            self.oom.scan();
+            if code == 137 {
+                self.oom.settle().await;
+            }
             // The container ended: its exec'd processes end with it, as in a pid namespace.
             let ids: Vec<String> = lock(&self.execs).keys().cloned().collect();
             for id in ids {
@@ -336,7 +340,6 @@ impl Instance for VmInstance {
         if self.init_state() == InitState::Created {
             sh.state.send_replace(InitState::Aborted(137));
         }
-        sh.oom.scan();
         if self.paused.swap(false, Ordering::SeqCst) {
             let _ = self.signal_qemu(libc::SIGCONT);
         }
@@ -348,6 +351,20 @@ impl Instance for VmInstance {
         }
         state::kill_qemu(sh.qemu_pid, &self.state_dir).await;
         state::remove_dir(&self.state_dir)?;
+        if let Some(cg) = &self.cgroup {
+            // QEMU may still be a zombie for a moment: its cgroup empties once it is reaped.
+            for _ in 0..50 {
+                if cg.dirs.iter().all(|d| {
+                    std::fs::read_to_string(d.join("cgroup.procs"))
+                        .map(|t| t.trim().is_empty())
+                        .unwrap_or(true)
+                }) {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            cg.remove();
+        }
         if self.rootfs_mounted {
             mount::unmount_all(&self.bundle.join("rootfs"))?;
         }

@@ -20,11 +20,14 @@
 
 mod accel;
 mod assets;
+mod cgroup;
 mod errors;
 mod instance;
 mod io;
 mod metrics;
 mod oom;
+mod runas;
+mod share;
 mod spec;
 mod state;
 
@@ -36,7 +39,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use pvelxc_agent::host::{Share, Vm, VmConfig};
+use pvelxc_agent::host::{Share, ShareSecurity, Vm, VmConfig};
 use tokio::io::unix::AsyncFd;
 use tokio::sync::watch;
 
@@ -49,6 +52,7 @@ use instance::{InitState, Shared, VmInstance};
 /// Record keys.
 const DATA_STATE_DIR: &str = "state_dir";
 const DATA_QEMU_PID: &str = "qemu_pid";
+const DATA_CGROUP: &str = "cgroup";
 
 pub struct VmBackend;
 
@@ -89,38 +93,81 @@ impl Backend for VmBackend {
             .insert(DATA_STATE_DIR.into(), state_dir.display().to_string());
         record.save(&req.bundle)?;
 
+        let security = if s.share_security == "passthrough" {
+            ShareSecurity::Passthrough
+        } else {
+            ShareSecurity::MappedXattr
+        };
+        let qemu_user = runas::resolve(&s.qemu_user);
+        let qemu_user = match qemu_user {
+            Ok(u) => u,
+            Err(e) => {
+                let _ = state::remove_dir(&state_dir);
+                return Err(e);
+            }
+        };
         let rootfs_mounted = !req.rootfs.is_empty();
         if let Err(e) = mount::mount_rootfs(&req.rootfs, &req.bundle.join("rootfs")).await {
             let _ = state::remove_dir(&state_dir);
             return Err(e);
         }
+        let cg_slot: Mutex<Option<cgroup::QemuCgroup>> = Mutex::new(None);
         let undo = |e: Error| {
+            // Shares first: removing the state dir must never reach through a mount.
+            if let Err(u) = share::unmount_all(&state_dir) {
+                log::warn!("{}: {u}", req.id);
+            } else {
+                let _ = state::remove_dir(&state_dir);
+            }
+            if let Some(cg) = cg_slot.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                cg.remove();
+            }
             if rootfs_mounted {
                 let _ = mount::unmount_all(&req.bundle.join("rootfs"));
             }
-            let _ = state::remove_dir(&state_dir);
             e
         };
         let root = spec::rootfs_dir(&req.spec, &req.bundle, rootfs_mounted);
-        crate::backend::executable::check(&root, spec_process).map_err(undo)?;
+        let nine_p_mapped = share == Share::NineP && security == ShareSecurity::MappedXattr;
+        // A rootfs already prepared for mapped-xattr no longer looks runnable from the host.
+        if !(nine_p_mapped && share::is_mapped(&root)) {
+            crate::backend::executable::check(&root, spec_process).map_err(undo)?;
+        }
+        if nine_p_mapped {
+            share::prepare_rootfs(&root, qemu_user)
+                .await
+                .map_err(undo)?;
+        }
 
         let res = req
             .spec
             .linux()
             .as_ref()
             .and_then(|l| l.resources().as_ref());
-        let mut cfg = VmConfig::new(
-            &assets.kernel,
-            &assets.initramfs,
-            spec::rootfs_dir(&req.spec, &req.bundle, rootfs_mounted),
-        );
+        let read_only = spec::read_only(&req.spec);
+        let mut mounts = spec::extra_mounts(&req.spec, &req.bundle);
+        if let Some(owner) = qemu_user {
+            for m in mounts.iter().filter(|m| !m.read_only) {
+                runas::check_writable(&m.host_path, owner).map_err(undo)?;
+            }
+        }
+        let shared_root = share::bind(&state_dir, 0, &root, read_only).map_err(undo)?;
+        for (i, m) in mounts.iter_mut().enumerate() {
+            m.host_path =
+                share::bind(&state_dir, i + 1, &m.host_path, m.read_only).map_err(undo)?;
+        }
+        let mut cfg = VmConfig::new(&assets.kernel, &assets.initramfs, shared_root);
         cfg.qemu = assets.qemu.clone();
         cfg.memory_mib = spec::memory_mib(res, s);
         cfg.vcpus = spec::vcpus(res, s);
         cfg.accel = accel;
         cfg.share = share;
-        cfg.read_only = spec::read_only(&req.spec);
-        cfg.mounts = spec::extra_mounts(&req.spec, &req.bundle);
+        cfg.read_only = read_only;
+        cfg.mounts = mounts;
+        cfg.security = security;
+        cfg.prepare_rootfs = false;
+        cfg.qemu_user = qemu_user;
+        cfg.sandbox = s.sandbox;
         cfg.hostname = req
             .spec
             .hostname()
@@ -129,8 +176,31 @@ impl Backend for VmBackend {
             .unwrap_or_else(|| req.id.chars().take(63).collect());
         cfg.state_dir = state_dir.clone();
         cfg.boot_timeout = Duration::from_secs(s.boot_timeout_secs.max(1));
+
+        let cg_rel = cgroup::rel_path(
+            req.spec
+                .linux()
+                .as_ref()
+                .and_then(|l| l.cgroups_path().as_ref())
+                .and_then(|p| p.to_str()),
+            &req.namespace,
+            &req.id,
+        )
+        .map_err(undo)?;
+        let limits = cgroup::Limits {
+            memory_bytes: (u64::from(cfg.memory_mib) + u64::from(s.qemu_overhead_mib)) << 20,
+            cpu: spec::cpu_quota(res),
+        };
+        let cg = cgroup::QemuCgroup::create(&cg_rel, limits)
+            .map_err(|e| undo(e.context("create the QEMU cgroup")))?;
+        cfg.cgroup_procs = cg.procs_files();
+        *cg_slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(cg.clone());
+        record
+            .data
+            .insert(DATA_CGROUP.into(), cg_rel.display().to_string());
+        record.save(&req.bundle).map_err(undo)?;
         log::info!(
-            "{}: booting VM ({:?}, {} MiB, {} vCPU, {} extra mounts{})",
+            "{}: booting VM ({:?}, {} MiB, {} vCPU, {} extra mounts{}, 9p {:?}, QEMU as {:?}, cgroup {})",
             req.id,
             cfg.accel,
             cfg.memory_mib,
@@ -140,7 +210,10 @@ impl Backend for VmBackend {
                 ", read-only rootfs"
             } else {
                 ""
-            }
+            },
+            cfg.security,
+            cfg.qemu_user,
+            cg_rel.display()
         );
 
         let vm = match Vm::start(cfg).await {
@@ -173,7 +246,11 @@ impl Backend for VmBackend {
                 return Err(undo(e));
             }
         };
-        let (oom, oom_rx) = oom::OomWatch::start(vm.console_log());
+        let host_oom = crate::sys::cgroup::Cgroup::of_pid(qemu_pid)
+            .and_then(|c| c.watch_oom())
+            .map_err(|e| log::warn!("{}: no host OOM notifications for QEMU: {e}", req.id))
+            .ok();
+        let (oom, oom_rx) = oom::OomWatch::start(req.id.clone(), vm.take_console_lines(), host_oom);
         let shared = Arc::new(Shared {
             id: req.id.clone(),
             vm,
@@ -187,7 +264,8 @@ impl Backend for VmBackend {
         let inst = VmInstance {
             shared,
             bundle: req.bundle.clone(),
-            state_dir,
+            state_dir: state_dir.clone(),
+            cgroup: Some(cg),
             rootfs_mounted,
             pending: Mutex::new(Some((process, ends))),
             paused: AtomicBool::new(false),
@@ -224,6 +302,9 @@ impl Backend for VmBackend {
                 }
             }
             state::remove_dir(dir)?;
+        }
+        if let Some(rel) = record.data.get(DATA_CGROUP) {
+            cgroup::QemuCgroup::existing(Path::new(rel)).remove();
         }
         mount::unmount_all(&bundle.join("rootfs"))
     }

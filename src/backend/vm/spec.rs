@@ -83,6 +83,14 @@ pub fn vcpus(res: Option<&LinuxResources>, s: &VmSettings) -> u32 {
     }
 }
 
+/// The CPU quota and period (µs) for QEMU's host cgroup, when the spec sets a quota.
+pub fn cpu_quota(res: Option<&LinuxResources>) -> Option<(i64, u64)> {
+    let cpu = res.and_then(|r| r.cpu().as_ref())?;
+    let quota = cpu.quota().filter(|q| *q > 0)?;
+    let period = cpu.period().filter(|p| *p > 0).unwrap_or(100_000);
+    Some((quota, period))
+}
+
 /// The spec's bind mounts of directories, as extra 9p/virtio-fs shares. File binds (resolv.conf,
 /// hosts) cannot be shared as such and are skipped with a log line.
 pub fn extra_mounts(spec: &Spec, bundle: &Path) -> Vec<ExtraMount> {

@@ -93,8 +93,17 @@ pub fn qemus_using(dir: &Path) -> Vec<u32> {
         .collect()
 }
 
-/// Remove the state dir, and its parent when that is now empty (idempotent).
+/// Remove the state dir, and its parent when that is now empty (idempotent). The shares mounted
+/// in it are detached first; while one stays mounted nothing is removed.
 pub fn remove_dir(dir: &Path) -> Result<()> {
+    super::share::unmount_all(dir)?;
+    let left = super::share::mounts_below(dir);
+    if !left.is_empty() {
+        return Err(Error::internal(format!(
+            "not removing {}: mounts below it: {left:?}",
+            dir.display()
+        )));
+    }
     match std::fs::remove_dir_all(dir) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}

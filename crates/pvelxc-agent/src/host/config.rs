@@ -19,6 +19,28 @@ pub enum Accel {
     Kvm,
 }
 
+/// How a writable 9p share stores what the guest sets (ownership, modes, device nodes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ShareSecurity {
+    /// `security_model=mapped-xattr`: guest metadata lives in `user.virtfs.*` xattrs; host files
+    /// stay QEMU's, 0600/0700, never setuid, never devices. The directory must be prepared
+    /// ([`super::mapped::prepare`]; [`VmConfig::prepare_rootfs`] does it for the rootfs).
+    #[default]
+    MappedXattr,
+    /// `security_model=passthrough`: guest root's chown/chmod/mknod hit the host directory
+    /// as they are. Only for trusted guests.
+    Passthrough,
+}
+
+impl ShareSecurity {
+    fn model(self) -> &'static str {
+        match self {
+            ShareSecurity::MappedXattr => "mapped-xattr",
+            ShareSecurity::Passthrough => "passthrough",
+        }
+    }
+}
+
 /// An extra host directory shared into the container.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExtraMount {
@@ -55,6 +77,21 @@ pub struct VmConfig {
     pub boot_timeout: Duration,
     /// `tsc_early_khz` for TCG guests; `None` reads the host's `cpu MHz` from /proc/cpuinfo.
     pub tsc_khz: Option<u64>,
+    /// 9p model of the rootfs and of read-write extra mounts. Read-only extra mounts always use
+    /// `passthrough,readonly=on` (nothing can be written through them; host symlinks keep working).
+    pub security: ShareSecurity,
+    /// With [`ShareSecurity::MappedXattr`]: run [`super::mapped::prepare`] on the rootfs before
+    /// booting (default true).
+    pub prepare_rootfs: bool,
+    /// Numeric uid:gid QEMU switches to once the machine is set up (`-run-with user=`); None keeps
+    /// it root.
+    pub qemu_user: Option<(u32, u32)>,
+    /// QEMU's seccomp filter (`-sandbox on,obsolete=deny,elevateprivileges=…,spawn=deny,
+    /// resourcecontrol=deny`; elevateprivileges must be `allow` with `qemu_user`, because QEMU 10
+    /// installs the filter before it drops to that user).
+    pub sandbox: bool,
+    /// Files (`cgroup.procs`) QEMU's pid is written to before it runs its first instruction.
+    pub cgroup_procs: Vec<PathBuf>,
 }
 
 pub const DEFAULT_QBOOT: &str = "/usr/share/qemu/qboot.rom";
@@ -84,6 +121,11 @@ impl VmConfig {
             state_dir: std::env::temp_dir(),
             boot_timeout: Duration::from_secs(60),
             tsc_khz: None,
+            security: ShareSecurity::MappedXattr,
+            prepare_rootfs: true,
+            qemu_user: None,
+            sandbox: true,
+            cgroup_procs: Vec::new(),
         }
     }
 
@@ -163,28 +205,56 @@ impl VmConfig {
             "none",
             "-no-reboot",
         ]);
-        a.push(["-serial"]);
-        a.one(format!("file:{}", esc(&console_log(dir))));
+        if self.sandbox {
+            a.push(["-sandbox"]);
+            a.one(format!(
+                "on,obsolete=deny,elevateprivileges={},spawn=deny,resourcecontrol=deny",
+                if self.qemu_user.is_some() {
+                    "allow"
+                } else {
+                    "deny"
+                }
+            ));
+        }
+        if let Some((uid, gid)) = self.qemu_user {
+            a.push(["-run-with"]);
+            a.one(format!("user={uid}:{gid}"));
+        }
+        // The serial console goes to a socket the host reads (and caps), not straight to a file.
+        a.push(["-chardev"]);
+        a.one(format!(
+            "socket,id=ser,path={},server=off",
+            esc(&serial_socket(dir))
+        ));
+        a.push(["-serial", "chardev:ser"]);
         a.push(["-kernel"]);
         a.path(&self.kernel);
         a.push(["-initrd"]);
         a.path(&self.initramfs);
         a.push(["-append"]);
         a.one(self.cmdline()?);
-        let shares = std::iter::once((ROOTFS_TAG.to_string(), &self.rootfs_dir, self.read_only))
-            .chain(
-                self.mounts
-                    .iter()
-                    .enumerate()
-                    .map(|(i, m)| (mount_tag(i), &m.host_path, m.read_only)),
-            );
-        for (i, (tag, path, ro)) in shares.enumerate() {
+        let shares = std::iter::once((
+            ROOTFS_TAG.to_string(),
+            &self.rootfs_dir,
+            self.read_only,
+            self.security,
+        ))
+        .chain(self.mounts.iter().enumerate().map(|(i, m)| {
+            let sec = if m.read_only {
+                ShareSecurity::Passthrough
+            } else {
+                self.security
+            };
+            (mount_tag(i), &m.host_path, m.read_only, sec)
+        }));
+        for (i, (tag, path, ro, sec)) in shares.enumerate() {
             match self.share {
                 Share::NineP => {
                     a.push(["-fsdev"]);
                     a.one(format!(
-                        "local,id=fs{i},path={},security_model=passthrough{}",
+                        "local,id=fs{i},path={},security_model={}{}",
                         esc(path),
+                        sec.model(),
                         if ro { ",readonly=on" } else { "" }
                     ));
                     a.push(["-device"]);
@@ -254,6 +324,10 @@ pub(crate) fn control_socket(dir: &Path) -> PathBuf {
     dir.join("ctl.sock")
 }
 
+pub(crate) fn serial_socket(dir: &Path) -> PathBuf {
+    dir.join("serial.sock")
+}
+
 pub(crate) fn console_log(dir: &Path) -> PathBuf {
     dir.join("console.log")
 }
@@ -304,8 +378,32 @@ mod tests {
             .collect();
         let joined = args.join(" ");
         assert!(joined.starts_with("-accel tcg -M microvm -bios /q.rom -m 256M -smp 1"));
-        assert!(joined.contains("local,id=fs0,path=/r,,oot,security_model=passthrough,readonly=on"));
+        assert!(
+            joined.contains("local,id=fs0,path=/r,,oot,security_model=mapped-xattr,readonly=on")
+        );
+        assert!(joined.contains("local,id=fs1,path=/data,security_model=mapped-xattr -device"));
         assert!(joined.contains("virtio-9p-device,fsdev=fs1,mount_tag=m0"));
+        assert!(joined.contains(
+            "-sandbox on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"
+        ));
+        assert!(!joined.contains("-run-with"));
+        assert!(joined.contains(
+            "-chardev socket,id=ser,path=/run/x/serial.sock,server=off -serial chardev:ser"
+        ));
+        c.qemu_user = Some((995, 994));
+        c.mounts[0].read_only = true;
+        c.security = ShareSecurity::Passthrough;
+        let joined = c
+            .qemu_args(Path::new("/run/x"))
+            .unwrap()
+            .into_iter()
+            .map(|s| s.into_string().unwrap())
+            .collect::<Vec<_>>()
+            .join(" ");
+        assert!(joined.contains("elevateprivileges=allow"));
+        assert!(joined.contains("-run-with user=995:994"));
+        assert!(joined.contains("path=/r,,oot,security_model=passthrough,readonly=on"));
+        assert!(joined.contains("path=/data,security_model=passthrough,readonly=on"));
         assert!(joined.contains("socket,id=ctl,path=/run/x/ctl.sock,server=off"));
         assert!(joined.contains("virtserialport,chardev=ctl,name=pvelxc.ctl"));
         let append = &args[args.iter().position(|a| a == "-append").unwrap() + 1];

@@ -13,8 +13,14 @@ use tokio::process::{Child, Command};
 
 use crate::proto::Msg;
 
-use super::config::{console_log, control_socket, qemu_log};
+use std::ffi::CString;
+
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use super::config::{console_log, control_socket, qemu_log, serial_socket};
 use super::conn::read_msg;
+use super::console::{pump_console, CappedLog, LINE_QUEUE};
 use super::{VmConfig, VmError};
 
 /// The per-VM directory (sockets, console log, QEMU log); removed on drop.
@@ -132,28 +138,112 @@ pub(crate) fn bind_control(dir: &Path) -> Result<UnixListener, VmError> {
     UnixListener::bind(&path).map_err(|e| VmError::io(format!("binding {}", path.display()), e))
 }
 
-pub(crate) fn spawn_qemu(qemu: &Path, cfg: &VmConfig, dir: &Path) -> Result<Child, VmError> {
+/// Binds the serial console socket and starts the task copying it into the capped console log;
+/// returns the receiver of console lines.
+pub(crate) fn start_console(
+    dir: &Path,
+    accept_timeout: Duration,
+) -> Result<(mpsc::Receiver<String>, JoinHandle<()>), VmError> {
+    let sock = serial_socket(dir);
+    let listener = UnixListener::bind(&sock)
+        .map_err(|e| VmError::io(format!("binding {}", sock.display()), e))?;
+    let path = console_log(dir);
+    let log = CappedLog::create(&path)
+        .map_err(|e| VmError::io(format!("creating {}", path.display()), e))?;
+    let (tx, rx) = mpsc::channel(LINE_QUEUE);
+    let task = tokio::spawn(pump_console(listener, log, tx, accept_timeout));
+    Ok((rx, task))
+}
+
+/// Writes "0" (the writing process) into each file: runs in the child between fork and exec.
+fn join_cgroups(files: &[CString]) -> std::io::Result<()> {
+    for f in files {
+        // SAFETY: open/write/close are async-signal-safe; the path was built before the fork.
+        let fd = unsafe { libc::open(f.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: write(2) of a static byte from our fd.
+        let n = unsafe { libc::write(fd, b"0".as_ptr().cast(), 1) };
+        let err = std::io::Error::last_os_error();
+        // SAFETY: closing the fd opened above.
+        unsafe { libc::close(fd) };
+        if n != 1 {
+            return Err(err);
+        }
+    }
+    Ok(())
+}
+
+/// Starts QEMU (in `cfg.cgroup_procs` before its first instruction); its stdout and stderr go
+/// through pipes into the capped `qemu.log` (the returned tasks end at QEMU's exit).
+pub(crate) fn spawn_qemu(
+    qemu: &Path,
+    cfg: &VmConfig,
+    dir: &Path,
+) -> Result<(Child, Vec<JoinHandle<()>>), VmError> {
     let args = cfg.qemu_args(dir)?;
     let log_path = qemu_log(dir);
-    let log = File::create(&log_path)
+    let log = CappedLog::create(&log_path)
         .map_err(|e| VmError::io(format!("creating {}", log_path.display()), e))?;
-    let log2 = log
-        .try_clone()
-        .map_err(|e| VmError::io("dup qemu log", e))?;
-    Command::new(qemu)
-        .args(&args)
+    let cgroups = cfg
+        .cgroup_procs
+        .iter()
+        .map(|p| {
+            CString::new(p.as_os_str().as_encoded_bytes())
+                .map_err(|_| VmError::Config(format!("cgroup path {} has a NUL", p.display())))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut cmd = Command::new(qemu);
+    cmd.args(&args)
         .stdin(Stdio::null())
-        .stdout(Stdio::from(log))
-        .stderr(Stdio::from(log2))
-        .kill_on_drop(true)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    if !cgroups.is_empty() {
+        // SAFETY: the closure only makes async-signal-safe calls (open/write/close) on data
+        // allocated before the fork.
+        unsafe {
+            cmd.pre_exec(move || join_cgroups(&cgroups));
+        }
+    }
+    let mut child = cmd
         .spawn()
-        .map_err(|e| VmError::io(format!("starting {}", qemu.display()), e))
+        .map_err(|e| VmError::io(format!("starting {}", qemu.display()), e))?;
+    let mut pumps = Vec::new();
+    // Both streams share the log; QEMU writes little, and whole lines at a time.
+    let shared = std::sync::Arc::new(std::sync::Mutex::new(log));
+    if let Some(out) = child.stdout.take() {
+        pumps.push(tokio::spawn(pump_shared(out, shared.clone())));
+    }
+    if let Some(err) = child.stderr.take() {
+        pumps.push(tokio::spawn(pump_shared(err, shared)));
+    }
+    Ok((child, pumps))
+}
+
+async fn pump_shared(
+    mut r: impl tokio::io::AsyncRead + Unpin,
+    log: std::sync::Arc<std::sync::Mutex<CappedLog>>,
+) {
+    use tokio::io::AsyncReadExt;
+    let mut buf = vec![0u8; 4096];
+    loop {
+        match r.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => log
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .write(&buf[..n]),
+        }
+    }
 }
 
 /// Waits for QEMU's connection and the agent's Ready, or QEMU's death, or the deadline.
 pub(crate) async fn wait_ready(
     listener: &UnixListener,
     qemu: &mut Child,
+    pumps: &mut Vec<JoinHandle<()>>,
     dir: &Path,
     timeout: Duration,
 ) -> Result<(UnixStream, ReadyInfo), VmError> {
@@ -170,33 +260,48 @@ pub(crate) async fn wait_ready(
             Err(e) => Err(VmError::Disconnected(e)),
         }
     };
-    let exited = |status: std::io::Result<std::process::ExitStatus>| VmError::QemuExited {
-        status: status
-            .map(|s| s.to_string())
-            .unwrap_or_else(|e| e.to_string()),
-        qemu_log: tail(&qemu_log(dir), 4096),
-        console_tail: tail(&console, 4096),
-    };
+    enum Outcome {
+        Ready(UnixStream, ReadyInfo),
+        Exited(std::io::Result<std::process::ExitStatus>),
+        Failed(VmError),
+    }
     let outcome = tokio::select! {
         r = tokio::time::timeout(timeout, handshake) => match r {
-            Ok(Ok((r, w, version, kernel))) => {
-                let stream = r.reunite(w).map_err(|e| VmError::Protocol(e.to_string()))?;
-                Ok((stream, ReadyInfo { version, kernel }))
-            }
-            Ok(Err(e)) => Err(e),
-            Err(_) => Err(VmError::BootTimeout { after: timeout, console_tail: tail(&console, 4096) }),
+            Ok(Ok((r, w, version, kernel))) => match r.reunite(w) {
+                Ok(stream) => Outcome::Ready(stream, ReadyInfo { version, kernel }),
+                Err(e) => Outcome::Failed(VmError::Protocol(e.to_string())),
+            },
+            Ok(Err(e)) => Outcome::Failed(e),
+            Err(_) => Outcome::Failed(VmError::BootTimeout { after: timeout, console_tail: tail(&console, 4096) }),
         },
-        status = qemu.wait() => Err(exited(status)),
+        status = qemu.wait() => Outcome::Exited(status),
     };
-    match outcome {
+    let outcome = match outcome {
         // QEMU connects before it loads the kernel, so a failing QEMU shows up as a lost connection.
-        Err(VmError::Disconnected(why)) => {
+        Outcome::Failed(VmError::Disconnected(why)) => {
             match tokio::time::timeout(Duration::from_secs(5), qemu.wait()).await {
-                Ok(status) => Err(exited(status)),
-                Err(_) => Err(VmError::Disconnected(why)),
+                Ok(status) => Outcome::Exited(status),
+                Err(_) => Outcome::Failed(VmError::Disconnected(why)),
             }
         }
         other => other,
+    };
+    match outcome {
+        Outcome::Ready(stream, info) => Ok((stream, info)),
+        Outcome::Failed(e) => Err(e),
+        Outcome::Exited(status) => {
+            // Let the log pumps write what QEMU said before it died.
+            for p in pumps.drain(..) {
+                let _ = tokio::time::timeout(Duration::from_secs(2), p).await;
+            }
+            Err(VmError::QemuExited {
+                status: status
+                    .map(|s| s.to_string())
+                    .unwrap_or_else(|e| e.to_string()),
+                qemu_log: tail(&qemu_log(dir), 4096),
+                console_tail: tail(&console, 4096),
+            })
+        }
     }
 }
 

@@ -16,8 +16,10 @@ mod config;
 mod conn;
 #[cfg(test)]
 mod conn_tests;
+mod console;
 mod error;
 mod launch;
+pub mod mapped;
 mod stream;
 
 use std::path::{Path, PathBuf};
@@ -28,8 +30,9 @@ use tokio::process::Child;
 use tokio::task::JoinHandle;
 
 pub use crate::bootparams::Share;
-pub use config::{host_tsc_khz, Accel, ExtraMount, VmConfig, DEFAULT_QBOOT};
+pub use config::{host_tsc_khz, Accel, ExtraMount, ShareSecurity, VmConfig, DEFAULT_QBOOT};
 pub use conn::{OUTPUT_CHUNK, OUTPUT_QUEUE};
+pub use console::{LINE_QUEUE, LOG_CAP, MAX_LINE};
 pub use error::VmError;
 pub use stream::{OutputStream, ProcessIo, StdinSink};
 
@@ -47,6 +50,9 @@ pub struct Vm {
     qemu_pid: Option<u32>,
     helpers: tokio::sync::Mutex<Vec<Child>>,
     reader: JoinHandle<()>,
+    /// Console and QEMU-log pumps (aborted on drop).
+    pumps: Vec<JoinHandle<()>>,
+    console_lines: std::sync::Mutex<Option<tokio::sync::mpsc::Receiver<String>>>,
     boot_time: Duration,
     kernel: String,
     protocol: u32,
@@ -66,21 +72,45 @@ impl Vm {
     pub async fn start(cfg: VmConfig) -> Result<Vm, VmError> {
         let started = Instant::now();
         let qemu_bin = launch::preflight(&cfg)?;
+        if cfg.share == Share::NineP
+            && cfg.security == ShareSecurity::MappedXattr
+            && cfg.prepare_rootfs
+        {
+            let root = cfg.rootfs_dir.clone();
+            let owner = cfg.qemu_user;
+            tokio::task::spawn_blocking(move || mapped::prepare(&root, owner))
+                .await
+                .map_err(|e| VmError::Config(format!("rootfs preparation task: {e}")))??;
+        }
         let dir = RunDir::create(&cfg.state_dir)?;
         let listener = launch::bind_control(&dir.0)?;
+        let (lines, console_task) = launch::start_console(&dir.0, cfg.boot_timeout)?;
         let helpers = launch::start_virtiofsd(&cfg, &dir.0).await?;
-        let mut qemu = launch::spawn_qemu(&qemu_bin, &cfg, &dir.0)?;
+        let (mut qemu, mut pumps) = match launch::spawn_qemu(&qemu_bin, &cfg, &dir.0) {
+            Ok(v) => v,
+            Err(e) => {
+                console_task.abort();
+                return Err(e);
+            }
+        };
         let qemu_pid = qemu.id();
-        let (stream, ready) =
-            match launch::wait_ready(&listener, &mut qemu, &dir.0, cfg.boot_timeout).await {
-                Ok(r) => r,
-                Err(e) => {
-                    let _ = qemu.kill().await;
-                    return Err(e);
+        let ready =
+            launch::wait_ready(&listener, &mut qemu, &mut pumps, &dir.0, cfg.boot_timeout).await;
+        let (stream, ready) = match ready {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = qemu.kill().await;
+                console_task.abort();
+                for p in pumps {
+                    p.abort();
                 }
-            };
+                return Err(e);
+            }
+        };
+        pumps.push(console_task);
         drop(listener);
         let _ = std::fs::remove_file(config::control_socket(&dir.0));
+        let _ = std::fs::remove_file(config::serial_socket(&dir.0));
         let (r, w) = stream.into_split();
         let conn = Conn::new(w);
         let reader = tokio::spawn(conn.clone().read_loop(r));
@@ -90,6 +120,8 @@ impl Vm {
             qemu_pid,
             helpers: tokio::sync::Mutex::new(helpers),
             reader,
+            pumps,
+            console_lines: std::sync::Mutex::new(Some(lines)),
             boot_time: started.elapsed(),
             kernel: ready.kernel,
             protocol: ready.version,
@@ -122,8 +154,19 @@ impl Vm {
         &self.dir.0
     }
 
+    /// The capped serial console log (`console.log`, rotated to `console.log.old` at
+    /// [`LOG_CAP`]).
     pub fn console_log(&self) -> PathBuf {
         config::console_log(&self.dir.0)
+    }
+
+    /// The guest console's lines (each cut at [`MAX_LINE`]), once: a bounded queue of
+    /// [`LINE_QUEUE`] lines; lines arriving while it is full are dropped. Guest-controlled text.
+    pub fn take_console_lines(&self) -> Option<tokio::sync::mpsc::Receiver<String>> {
+        self.console_lines
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
     }
 
     /// QEMU's resident and peak resident memory.
@@ -264,6 +307,9 @@ impl Vm {
 impl Drop for Vm {
     fn drop(&mut self) {
         self.reader.abort();
+        for p in &self.pumps {
+            p.abort();
+        }
         let children = self
             .qemu
             .get_mut()
