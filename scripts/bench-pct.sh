@@ -1,46 +1,83 @@
 #!/usr/bin/env bash
-# pct backend benchmark: pct/pvesh invocations per `ctr run --rm` (run -> exit -> delete) and the
-# latency the rest of the stack (shim + containerd + ctr) adds over the pct calls themselves.
-# Drives the pve-double `pct` (real LXC) through a timing wrapper on a private containerd.
+# pct backend benchmark: Proxmox CLI invocations (pct, pvesh, pveversion) per `ctr run --rm`
+# (run -> exit -> delete) and the latency the rest of the stack (shim + containerd + ctr) adds
+# over those calls. Drives the pve-double (real LXC) through a timing wrapper, with a private
+# containerd running inside a host shaped like a Proxmox VE node (pve-shape), per PVE profile.
 #
-#   scripts/bench-pct.sh [RUNS]     (default 10)
+#   scripts/bench-pct.sh [all|pve8|pve9.0|pve9.1] [RUNS]    (RUNS default 10)
+#     no profile: PVE_PROFILE (default pve9.1); all: pve8 then pve9.1; a number alone is RUNS.
+# env: PVE_DOUBLE_LATENCY_MS  the double sleeps this long at the start of every call, modelling
+#                             Perl's start-up cost of the real CLIs (default 0)
+#      PVELXC_SHIM_DIR        use the shim and double binaries there and build nothing (default:
+#                             build them, release, into ${CARGO_TARGET_DIR:-target})
+#      PVELXC_INIT_BIN        the static pvelxc-init (default: the --target release build)
 #
-# Needs: root, containerd, lxc, busybox-static; builds the shim, the double and the static init.
+# Needs: root, containerd, lxc, busybox-static.
 set -euo pipefail
 
 REPO_ROOT=$(cd "$(dirname "$0")/.." && pwd)
 # shellcheck source=scripts/lib.sh
 . "$REPO_ROOT/scripts/lib.sh"
 
+usage() { echo "usage: scripts/bench-pct.sh [all|pve8|pve9.0|pve9.1] [RUNS]" >&2; exit 2; }
+WHAT=${PVE_PROFILE:-pve9.1}
+case ${1:-} in
+    '') ;;
+    all | pve8 | pve9.0 | pve9.1) WHAT=$1; shift ;;
+    *[!0-9]*) usage ;;
+esac
 RUNS=${1:-10}
+case $RUNS in '' | *[!0-9]* | 0) usage ;; esac
+[ $# -le 1 ] || usage
+LATENCY=${PVE_DOUBLE_LATENCY_MS:-0}
+case $LATENCY in '' | *[!0-9]*) die "PVE_DOUBLE_LATENCY_MS must be a number of milliseconds" ;; esac
+case $WHAT in all) PROFILES=(pve8 pve9.1) ;; *) PROFILES=("$WHAT") ;; esac
+
 [ "$(id -u)" = 0 ] || die "run as root"
 for b in containerd ctr lxc-start; do command -v "$b" >/dev/null || die "$b not found (scripts/setup.sh)"; done
-command -v cargo >/dev/null || . "$HOME/.cargo/env"
 
-cd "$REPO_ROOT"
-echo "== building (release): shim, pve-double, static pvelxc-init" >&2
-cargo build --release --bin containerd-shim-pvelxc-v2 >&2
-cargo build --release -p pve-double >&2
-RUSTFLAGS="-C target-feature=+crt-static" cargo build --release -p pvelxc-init \
-    --target x86_64-unknown-linux-gnu >&2
-INIT=$REPO_ROOT/target/x86_64-unknown-linux-gnu/release/pvelxc-init
-[ -x "$SHIM_DIR/pct" ] || die "no $SHIM_DIR/pct"
+TGT=${CARGO_TARGET_DIR:-$REPO_ROOT/target}
+if [ -z "${PVELXC_SHIM_DIR:-}" ]; then
+    # shellcheck source=/dev/null
+    command -v cargo >/dev/null || . "$HOME/.cargo/env"
+    cd "$REPO_ROOT"
+    echo "== building (release): shim, pve-double, static pvelxc-init" >&2
+    cargo build --release --bin containerd-shim-pvelxc-v2 >&2
+    cargo build --release -p pve-double >&2
+    RUSTFLAGS="-C target-feature=+crt-static" cargo build --release -p pvelxc-init \
+        --target x86_64-unknown-linux-gnu >&2
+    SHIM_DIR=$TGT/release
+fi
+INIT=${PVELXC_INIT_BIN:-$TGT/x86_64-unknown-linux-gnu/release/pvelxc-init}
+for b in containerd-shim-pvelxc-v2 pct pvesh pveversion pve-shape; do
+    [ -x "$SHIM_DIR/$b" ] || die "no $SHIM_DIR/$b (cargo build --release -p pve-double)"
+done
+[ -x "$INIT" ] || die "no static init at $INIT (PVELXC_INIT_BIN)"
 
-WORK=$(mktemp -d /tmp/pvpb-XXXXXX)
-export PVE_DOUBLE_ROOT=$WORK/pve
-mkdir -p "$PVE_DOUBLE_ROOT" "$WORK/wrap"
+VMID_LO=982000 VMID_HI=982099 FOREIGN=4
+WORK=
 cleanup() {
     stop_containerd || true
-    for v in $("$SHIM_DIR/pct" list 2>/dev/null | awk 'NR>1 {print $1}'); do
-        "$SHIM_DIR/pct" destroy "$v" --force 1 --purge 1 >/dev/null 2>&1 || true
-    done
-    rm -rf "$WORK"
+    stop_shape || true
+    [ -z "$WORK" ] || rm -rf "$WORK"
 }
 trap cleanup EXIT
 
-# Timing wrapper: one line per call, "<start_ns> <end_ns> <argv...>".
-for tool in pct pvesh; do
-    cat >"$WORK/wrap/$tool" <<SH
+median() { printf '%s\n' "$@" | sort -n | awk '{a[NR] = $1} END {print a[int((NR + 1) / 2)]}'; }
+SUMMARY=()
+
+# bench PROFILE: one shape, one containerd, a warm-up run, RUNS measured runs.
+bench() {
+    local profile=$1 tool i t0 t1 total pct n
+    local totals=() pcts=() calls=() added=()
+    WORK=$(mktemp -d /tmp/pvpb-XXXXXX)
+    mkdir -p "$WORK/wrap"
+    start_shape "$profile" "$VMID_LO" "$FOREIGN"
+    # The double reads its per-call latency from the root's `latency` file (and the env var).
+    echo "$LATENCY" >"$SHAPE_ROOT/latency"
+    # Timing wrapper: one line per call, "<start_ns> <end_ns> <tool> <argv1> <argv2>".
+    for tool in pct pvesh pveversion; do
+        cat >"$WORK/wrap/$tool" <<SH
 #!/bin/sh
 s=\$(date +%s%N)
 "$SHIM_DIR/$tool" "\$@"
@@ -49,44 +86,61 @@ e=\$(date +%s%N)
 echo "\$s \$e $tool \$1 \$2" >>"$WORK/timing.log"
 exit \$rc
 SH
-    chmod 755 "$WORK/wrap/$tool"
-done
-
-cat >"$WORK/config.toml" <<TOML
+        chmod 755 "$WORK/wrap/$tool"
+    done
+    cat >"$WORK/config.toml" <<TOML
 backend = "pct"
 [pct]
 pct = "$WORK/wrap/pct"
 pvesh = "$WORK/wrap/pvesh"
-vmid_min = 399900
-vmid_max = 399999
+pveversion = "$WORK/wrap/pveversion"
+vmid_min = $VMID_LO
+vmid_max = $VMID_HI
 init_path = "$INIT"
-template_dir = "$PVE_DOUBLE_ROOT/storage/local/template/cache"
+state_dir = "$SHAPE_ROOT/ct"
+template_dir = "$SHAPE_ROOT/storage/local/template/cache"
 TOML
-export PVELXC_CONFIG=$WORK/config.toml
-make_rootfs "$WORK/rootfs"
-start_containerd
+    export PVELXC_CONFIG=$WORK/config.toml
+    make_rootfs "$WORK/rootfs"
+    PC_NS=bench-pct-$$
+    start_containerd
+    # The client runs on the host (the socket, rootfs and stdio FIFOs are the same files in the
+    # shape), so that pve-shape's own exec is not in the figures.
+    local ctr=(ctr --address "$PC_SOCK" -n "$PC_NS")
 
-ns() { date +%s%N; }
-echo "== warm-up (packs the template)" >&2
-"${CTR[@]}" run --rm --runtime io.containerd.pvelxc.v2 --rootfs "$WORK/rootfs" warm /bin/true
-: >"$WORK/timing.log"
+    echo "== $profile: warm-up (packs the template, asks pveversion once)" >&2
+    "${ctr[@]}" run --rm --runtime io.containerd.pvelxc.v2 --rootfs "$WORK/rootfs" warm /bin/true
+    echo "   calls of the warm-up:" >&2
+    awk '{printf "    %-32s %5d ms\n", $3 " " $4 " " $5, ($2 - $1) / 1000000}' "$WORK/timing.log" >&2
+    for i in $(seq "$RUNS"); do
+        : >"$WORK/timing.log"
+        t0=$(date +%s%N)
+        "${ctr[@]}" run --rm --runtime io.containerd.pvelxc.v2 --rootfs "$WORK/rootfs" "b$i" /bin/true
+        t1=$(date +%s%N)
+        total=$(((t1 - t0) / 1000000))
+        pct=$(awk '{s += $2 - $1} END {printf "%d", s / 1000000}' "$WORK/timing.log")
+        n=$(wc -l <"$WORK/timing.log")
+        totals+=("$total") pcts+=("$pct") calls+=("$n") added+=($((total - pct)))
+        if [ "$i" = 1 ]; then
+            echo "   calls of run 1:" >&2
+            awk '{printf "    %-32s %5d ms\n", $3 " " $4 " " $5, ($2 - $1) / 1000000}' "$WORK/timing.log" >&2
+        fi
+    done
+    local mt mp mc ma
+    mt=$(median "${totals[@]}") mp=$(median "${pcts[@]}") mc=$(median "${calls[@]}") ma=$(median "${added[@]}")
+    SUMMARY+=("$(printf '%-7s %5s %6s %9s %11s %11s   %s' "$profile" "$LATENCY" "$mc" "$mt" "$mp" "$ma" \
+        "$(printf '%s ' "${added[@]}")")")
+    stop_containerd
+    stop_shape
+    rm -rf "$WORK"
+    WORK=
+}
 
-totals=() pcts=() calls=()
-for i in $(seq "$RUNS"); do
-    : >"$WORK/timing.log"
-    t0=$(ns)
-    "${CTR[@]}" run --rm --runtime io.containerd.pvelxc.v2 --rootfs "$WORK/rootfs" "b$i" /bin/true
-    t1=$(ns)
-    totals+=($(((t1 - t0) / 1000000)))
-    pcts+=($(awk '{s += $2 - $1} END {printf "%d", s / 1000000}' "$WORK/timing.log"))
-    calls+=($(wc -l <"$WORK/timing.log"))
-    [ "$i" = 1 ] && { echo "calls of run 1:" >&2; awk '{$1=$2=""; print "   " $0}' "$WORK/timing.log" >&2; }
-done
+for p in "${PROFILES[@]}"; do bench "$p"; done
 
-median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
-mt=$(median "${totals[@]}") mp=$(median "${pcts[@]}") mc=$(median "${calls[@]}")
-echo "runs:                                   $RUNS"
-echo "pct/pvesh calls per run->exit->delete:  $mc (target <= 4)"
-echo "ctr run --rm /bin/true, median:         ${mt} ms"
-echo "sum of pct call durations, median:      ${mp} ms"
-echo "added by shim+containerd+ctr, median:   $((mt - mp)) ms"
+echo "runs per profile: $RUNS; PVE_DOUBLE_LATENCY_MS (the double's sleep per call): $LATENCY"
+echo "calls = pct/pvesh/pveversion calls per run->exit->delete (target <= 4); times in ms, medians:"
+echo "total = ctr run --rm /bin/true; in-calls = sum of the calls' durations; shim = total - in-calls"
+echo "(the shim's own latency outside the calls, with containerd and ctr), per run in the last column"
+printf '%-7s %5s %6s %9s %11s %11s   %s\n' profile lat calls total in-calls shim "shim per run"
+printf '%s\n' "${SUMMARY[@]}"

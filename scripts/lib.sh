@@ -1,10 +1,13 @@
 # shellcheck shell=bash
-# Helpers shared by scripts/demo.sh and scripts/bench.sh (sourced, not executed).
+# Helpers shared by scripts/demo.sh, bench.sh, bench-cri.sh and bench-pct.sh (sourced, not executed).
 # A private containerd (own root/state/socket under a temp dir, CRI disabled) with the shim build
 # directory first on its PATH, and a busybox-static rootfs. Never touches the system containerd.
+# For the pct path, start_shape first: containerd, ctr and the double then run inside a host
+# shaped like a Proxmox VE node (pve-shape, see crates/pve-double/README.md).
 
 REPO_ROOT=${REPO_ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}
 SHIM_DIR=${PVELXC_SHIM_DIR:-$REPO_ROOT/target/release}
+# shellcheck disable=SC2034 # used by the scripts that source this file
 CONTAINER_PATH_ENV="PATH=/bin:/sbin:/usr/bin:/usr/sbin"
 
 die() { echo "error: $*" >&2; exit 1; }
@@ -31,7 +34,52 @@ make_rootfs() {
     chmod 1777 "$r/tmp"
 }
 
+# Command prefix running a command inside the host shape (empty: no shape; set by start_shape).
+SHAPE=()
+SHAPE_START=()
+
+# start_shape PROFILE [FOREIGN_FROM FOREIGN]: a fresh double root SHAPE_ROOT (0755, under /tmp)
+# whose shape the next start_containerd starts containerd in (pve-shape initialises it at its
+# first exec with the profile pve8|pve9.0|pve9.1 and FOREIGN guests of other nodes from VMID
+# FOREIGN_FROM up). Sets SHAPE_ROOT, SHAPE (prefix for later commands) and PVE_DOUBLE_ROOT.
+start_shape() {
+    local profile=$1 from=${2:-} n=${3:-0}
+    case $profile in pve8 | pve9.0 | pve9.1) ;; *) die "unknown PVE profile '$profile' (pve8, pve9.0, pve9.1)" ;; esac
+    [ -x "$SHIM_DIR/pve-shape" ] || die "no $SHIM_DIR/pve-shape (cargo build --release -p pve-double)"
+    SHAPE_ROOT=$(mktemp -d /tmp/pvs-XXXXXX)
+    chmod 755 "$SHAPE_ROOT"
+    export PVE_DOUBLE_ROOT=$SHAPE_ROOT
+    SHAPE=("$SHIM_DIR/pve-shape" --root "$SHAPE_ROOT" exec --)
+    SHAPE_START=("$SHIM_DIR/pve-shape" --root "$SHAPE_ROOT" --profile "$profile")
+    [ -z "$from" ] || SHAPE_START+=(--foreign-from "$from" --foreign "$n")
+    SHAPE_START+=(exec --)
+}
+
+# stop_shape: destroy the double's CTs still there, stop the shape (pve-shape stop: its CTs and
+# service manager, its namespace), remove SHAPE_ROOT. Call after stop_containerd.
+stop_shape() {
+    [ -n "${SHAPE_ROOT:-}" ] || return 0
+    local v rc=0
+    if [ -e "$SHAPE_ROOT/ns/mnt" ]; then
+        for v in $(timeout 60 "${SHAPE[@]}" "$SHIM_DIR/pct" list 2>/dev/null | awk 'NR > 1 {print $1}'); do
+            timeout 60 "${SHAPE[@]}" "$SHIM_DIR/pct" destroy "$v" --force 1 --purge 1 >/dev/null 2>&1 || true
+        done
+    fi
+    "$SHIM_DIR/pve-shape" --root "$SHAPE_ROOT" stop || rc=$?
+    if [ -n "${PVELXC_KEEP:-}" ]; then
+        echo "kept $SHAPE_ROOT" >&2
+    elif [ "$rc" = 0 ]; then
+        rm -rf --one-file-system "$SHAPE_ROOT"
+    else
+        echo "pve-shape stop failed ($rc): left $SHAPE_ROOT" >&2
+    fi
+    SHAPE=() SHAPE_START=() SHAPE_ROOT=
+    unset PVE_DOUBLE_ROOT
+    return "$rc"
+}
+
 # start_containerd: sets PC_DIR, PC_SOCK, PC_NS, PC_PID and CTR (an array: ctr --address .. -n ..).
+# After start_shape, containerd (PC_PID: pve-shape execs it) and CTR run inside the shape.
 start_containerd() {
     PC_DIR=$(mktemp -d /tmp/pvc-XXXXXX)
     PC_SOCK=$PC_DIR/c.sock
@@ -46,11 +94,11 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.internal.v1.opt"
 [ttrpc]
   address = ""
 TOML
-    PATH="$SHIM_DIR:$PATH" containerd --config "$PC_DIR/config.toml" >"$PC_DIR/containerd.log" 2>&1 &
+    ${SHAPE_START[@]+"${SHAPE_START[@]}"} env PATH="$SHIM_DIR:$PATH" \
+        containerd --config "$PC_DIR/config.toml" >"$PC_DIR/containerd.log" 2>&1 &
     PC_PID=$!
-    CTR=(ctr --address "$PC_SOCK" -n "$PC_NS")
-    local i
-    for i in $(seq 200); do
+    CTR=(${SHAPE[@]+"${SHAPE[@]}"} ctr --address "$PC_SOCK" -n "$PC_NS")
+    for _ in $(seq 200); do
         if [ -S "$PC_SOCK" ] && "${CTR[@]}" version >/dev/null 2>&1; then return 0; fi
         kill -0 "$PC_PID" 2>/dev/null || { tail -20 "$PC_DIR/containerd.log" >&2; die "containerd exited"; }
         sleep 0.1
@@ -76,16 +124,18 @@ stop_containerd() {
         kill -KILL "$PC_PID" 2>/dev/null || true
         wait "$PC_PID" 2>/dev/null || true
     fi
-    # unmount leftovers (deepest first), then remove
-    awk -v d="$PC_DIR" '$5 ~ "^"d {print $5}' /proc/self/mountinfo | sort -r | while read -r m; do
-        umount -l "$m" 2>/dev/null || true
-    done
+    # unmount leftovers (deepest first; inside the shape, where containerd mounted), then remove
+    # shellcheck disable=SC2016 # an awk program
+    ${SHAPE[@]+"${SHAPE[@]}"} awk -v d="$PC_DIR/" 'index($5, d) == 1 {print $5}' /proc/self/mountinfo |
+        sort -r | while read -r m; do
+            ${SHAPE[@]+"${SHAPE[@]}"} umount -l "$m" 2>/dev/null || true
+        done
     # per-namespace runtime roots (runc.v2: /run/containerd/runc/NS, ours: /run/pvelxc/crun/NS)
     local d
     for d in /run/*/"$PC_NS" /run/*/*/"$PC_NS"; do
         [ -d "$d" ] && rm -rf "$d"
     done
-    if [ -n "${PVELXC_KEEP:-}" ]; then echo "kept $PC_DIR" >&2; else rm -rf "$PC_DIR"; fi
+    if [ -n "${PVELXC_KEEP:-}" ]; then echo "kept $PC_DIR" >&2; else rm -rf --one-file-system "$PC_DIR"; fi
     PC_DIR=
 }
 

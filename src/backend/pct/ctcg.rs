@@ -1,11 +1,16 @@
 //! The CT's own cgroup (`lxc/<vmid>`, processes in `lxc/<vmid>/ns`): freeze/thaw for
 //! Pause/Resume (`pct suspend` is CRIU, not a freeze) and the host pids for `ps`.
 
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 use crate::sys::cgroup::Cgroup;
+
+/// How long the kernel may take to report a freeze or thaw done.
+const FREEZE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Upper bound on the cgroups walked for the CT's processes (the guest makes cgroups below `ns`).
+const MAX_CGROUPS: usize = 65536;
 
 /// The CT-level directories found from the init's cgroup.
 #[derive(Debug, Clone)]
@@ -16,7 +21,23 @@ pub struct CtCgroup {
     procs: Option<PathBuf>,
 }
 
+/// The CT's own cgroup for the init's cgroup `p`. On Proxmox VE that is `.../lxc/<vmid>` with
+/// the processes in its `ns` child (the CT's cgroup namespace root, where the guest may make
+/// cgroups of its own, even more `ns`): the path is cut before the `ns` that follows
+/// `lxc/<digits>`. Elsewhere a trailing `ns` is dropped; any other cgroup is its own CT level.
 fn ct_level(p: &Path) -> PathBuf {
+    let parts: Vec<Component> = p.components().collect();
+    let pve = parts.windows(3).position(|w| {
+        w[0].as_os_str() == "lxc"
+            && w[1]
+                .as_os_str()
+                .to_str()
+                .is_some_and(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+            && w[2].as_os_str() == "ns"
+    });
+    if let Some(i) = pve {
+        return parts[..i + 2].iter().collect();
+    }
     if p.file_name().map(|n| n == "ns").unwrap_or(false) {
         p.parent()
             .map(Path::to_path_buf)
@@ -73,7 +94,10 @@ impl CtCgroup {
         }
     }
 
-    fn set_frozen(&self, frozen: bool) -> Result<()> {
+    /// Ask for the state and wait until the kernel reports it (v2: `frozen 1|0` in
+    /// cgroup.events, v1: freezer.state). A freeze that does not complete within `timeout` is
+    /// undone (thawed, best effort) before the error: the CT is left running, not half frozen.
+    fn set_frozen(&self, frozen: bool, timeout: Duration) -> Result<()> {
         let (dir, v1) = self
             .freeze
             .as_ref()
@@ -103,9 +127,19 @@ impl CtCgroup {
             if done {
                 return Ok(());
             }
-            if start.elapsed() > Duration::from_secs(10) {
+            if start.elapsed() > timeout {
+                if frozen {
+                    let (f, v) = if *v1 {
+                        ("freezer.state", "THAWED")
+                    } else {
+                        ("cgroup.freeze", "0")
+                    };
+                    if let Err(e) = std::fs::write(dir.join(f), v) {
+                        log::warn!("undo the freeze of {}: {e}", dir.display());
+                    }
+                }
                 return Err(Error::DeadlineExceeded(format!(
-                    "{} did not become {want}",
+                    "{} did not become {want} within {timeout:?}",
                     dir.display()
                 )));
             }
@@ -118,22 +152,35 @@ impl CtCgroup {
     }
 
     pub fn freeze(&self) -> Result<()> {
-        self.set_frozen(true)
+        self.set_frozen(true, FREEZE_TIMEOUT)
     }
 
     pub fn thaw(&self) -> Result<()> {
-        self.set_frozen(false)
+        self.set_frozen(false, FREEZE_TIMEOUT)
     }
 
     /// Host pids of every process in the CT (the whole subtree).
     pub fn pids(&self) -> Result<Vec<u32>> {
+        self.pids_within(MAX_CGROUPS)
+    }
+
+    /// [`Self::pids`], walking at most `max` cgroups.
+    fn pids_within(&self, max: usize) -> Result<Vec<u32>> {
         let root = self
             .procs
             .as_ref()
             .ok_or_else(|| Error::precondition("the CT has no cgroup"))?;
         let mut out = Vec::new();
         let mut stack = vec![root.clone()];
+        let mut seen = 0usize;
         while let Some(d) = stack.pop() {
+            seen += 1;
+            if seen > max {
+                return Err(Error::precondition(format!(
+                    "more than {max} cgroups below {}",
+                    root.display()
+                )));
+            }
             if let Ok(t) = std::fs::read_to_string(d.join("cgroup.procs")) {
                 out.extend(t.lines().filter_map(|l| l.trim().parse::<u32>().ok()));
             }
@@ -150,6 +197,9 @@ impl CtCgroup {
         Ok(out)
     }
 }
+
+#[cfg(test)]
+mod fixture_tests;
 
 #[cfg(test)]
 mod tests {

@@ -1,0 +1,208 @@
+//! Reading a container's cgroup (v1 or v2): where it is, its metrics, and OOM notifications.
+//!
+//! Everything is read below a host root (`/` in production, [`Cgroup::of_pid_at`]): the
+//! process's `<root>/proc/<pid>/cgroup` and the hierarchies under `<root>/sys/fs/cgroup`, so the
+//! tests run against fixture trees shaped like a cgroup v2 Proxmox VE host.
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use containerd_shim_protos::protobuf::well_known_types::any::Any;
+use containerd_shim_protos::protobuf::Message;
+use tokio::sync::mpsc;
+
+use crate::error::{Error, Result};
+
+#[cfg(test)]
+pub(crate) mod fixture;
+mod metrics;
+#[cfg(test)]
+mod tests;
+
+use metrics::{read_kv, v1_metrics, v2_metrics};
+
+/// Where the cgroup hierarchies are mounted, below the host root.
+const ROOT: &str = "sys/fs/cgroup";
+/// Upper bound on /proc/<pid>/cgroup (one line per hierarchy; paths below the CT's cgroup are
+/// the guest's choice).
+const MAX_PROC_CGROUP: u64 = 64 * 1024;
+
+/// Where a process's cgroup lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cgroup {
+    V1(HashMap<String, PathBuf>),
+    V2(PathBuf),
+}
+
+/// Whether this host runs cgroup v2 only (a Proxmox VE 8/9 host does).
+pub fn is_unified() -> bool {
+    is_unified_at(&Path::new("/").join(ROOT))
+}
+
+fn is_unified_at(cgroot: &Path) -> bool {
+    cgroot.join("cgroup.controllers").exists()
+}
+
+impl Cgroup {
+    /// The cgroup of a live process, from /proc/<pid>/cgroup.
+    pub fn of_pid(pid: u32) -> Result<Cgroup> {
+        Self::of_pid_at(Path::new("/"), pid)
+    }
+
+    /// The cgroup of `pid` on the host whose file system root is `host`: its
+    /// `proc/<pid>/cgroup` resolved against the hierarchies under `sys/fs/cgroup`.
+    pub fn of_pid_at(host: &Path, pid: u32) -> Result<Cgroup> {
+        let file = host.join(format!("proc/{pid}/cgroup"));
+        let mut text = String::new();
+        std::fs::File::open(&file)
+            .and_then(|f| f.take(MAX_PROC_CGROUP).read_to_string(&mut text))
+            .map_err(|e| Error::io(format!("read {}", file.display()), e))?;
+        let cgroot = host.join(ROOT);
+        Ok(Self::parse(&text, is_unified_at(&cgroot), &cgroot))
+    }
+
+    /// /proc/<pid>/cgroup text; `unified`: a cgroup v2 only host (else v1 or hybrid, whose v2
+    /// line names the `unified` mount). `cgroot`: where the hierarchies are mounted.
+    fn parse(text: &str, unified: bool, cgroot: &Path) -> Cgroup {
+        let mut v1 = HashMap::new();
+        let mut v2 = None;
+        for line in text.lines() {
+            let mut parts = line.splitn(3, ':');
+            let (Some(_), Some(ctrls), Some(path)) = (parts.next(), parts.next(), parts.next())
+            else {
+                continue;
+            };
+            let rel = path.trim_start_matches('/');
+            // Seen from another cgroup namespace; never a path to resolve from here.
+            if rel.split('/').any(|c| c == "..") {
+                continue;
+            }
+            if ctrls.is_empty() {
+                let base = if unified {
+                    cgroot.to_path_buf()
+                } else {
+                    cgroot.join("unified")
+                };
+                v2 = Some(base.join(rel));
+            } else {
+                for c in ctrls.split(',') {
+                    let c = c.trim_start_matches("name=");
+                    v1.insert(c.to_string(), cgroot.join(c).join(rel));
+                }
+            }
+        }
+        match (unified, v2) {
+            (true, Some(p)) => Cgroup::V2(p),
+            _ => Cgroup::V1(v1),
+        }
+    }
+
+    pub(super) fn v1_dir(&self, ctrl: &str) -> Option<&Path> {
+        match self {
+            Cgroup::V1(m) => m.get(ctrl).map(PathBuf::as_path),
+            Cgroup::V2(_) => None,
+        }
+    }
+
+    /// Metrics in the shape containerd decodes for this cgroup version.
+    pub fn metrics(&self) -> Result<Any> {
+        let (type_url, value) = match self {
+            Cgroup::V1(_) => (
+                "io.containerd.cgroups.v1.Metrics",
+                v1_metrics(self).write_to_bytes(),
+            ),
+            Cgroup::V2(dir) => (
+                "io.containerd.cgroups.v2.Metrics",
+                v2_metrics(dir).write_to_bytes(),
+            ),
+        };
+        let value = value.map_err(|e| Error::internal(format!("encode metrics: {e}")))?;
+        let mut any = Any::new();
+        any.type_url = type_url.into();
+        any.value = value;
+        Ok(any)
+    }
+
+    /// A stream of OOM kills in this cgroup (v1: memory.oom_control eventfd; v2: memory.events).
+    pub fn watch_oom(&self) -> Result<mpsc::UnboundedReceiver<()>> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        match self {
+            Cgroup::V1(_) => {
+                let dir = self
+                    .v1_dir("memory")
+                    .ok_or_else(|| Error::internal("no memory cgroup"))?
+                    .to_path_buf();
+                let efd = eventfd()?;
+                let ctl = std::fs::File::open(dir.join("memory.oom_control"))
+                    .map_err(|e| Error::io("open memory.oom_control", e))?;
+                std::fs::write(
+                    dir.join("cgroup.event_control"),
+                    format!("{} {}", efd.as_raw_fd(), ctl.as_raw_fd()),
+                )
+                .map_err(|e| Error::io("register OOM eventfd", e))?;
+                let afd = crate::sys::fdio::register(efd).map_err(|e| Error::io("eventfd", e))?;
+                tokio::spawn(async move {
+                    let _keep_registered = ctl;
+                    // The eventfd also fires when the cgroup is removed.
+                    on_each_wakeup(afd, || dir.exists() && tx.send(()).is_ok()).await;
+                });
+            }
+            Cgroup::V2(dir) => {
+                use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
+                let events = dir.join("memory.events");
+                let ino = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC)?;
+                ino.add_watch(&events, AddWatchFlags::IN_MODIFY)?;
+                let afd = crate::sys::fdio::register(OwnedFd::from(ino))
+                    .map_err(|e| Error::io("inotify", e))?;
+                let oom_kills = move || read_kv(&events).get("oom_kill").copied();
+                let mut last = oom_kills().unwrap_or(0);
+                tokio::spawn(async move {
+                    on_each_wakeup(afd, || {
+                        let Some(now) = oom_kills() else {
+                            return false; // the cgroup is gone
+                        };
+                        let fresh = now.saturating_sub(last);
+                        last = last.max(now);
+                        (0..fresh).all(|_| tx.send(()).is_ok())
+                    })
+                    .await;
+                });
+            }
+        }
+        Ok(rx)
+    }
+}
+
+/// Drain `afd` each time it becomes readable and call `wake`, until `wake` says stop or the fd
+/// fails.
+async fn on_each_wakeup(afd: tokio::io::unix::AsyncFd<OwnedFd>, mut wake: impl FnMut() -> bool) {
+    let mut buf = [0u8; 1024];
+    loop {
+        let Ok(mut g) = afd.readable().await else {
+            return;
+        };
+        match g.try_io(|fd| {
+            nix::unistd::read(fd.get_ref().as_fd(), &mut buf).map_err(std::io::Error::from)
+        }) {
+            Ok(Ok(n)) if n > 0 => {
+                if !wake() {
+                    return;
+                }
+            }
+            Ok(_) => return,
+            Err(_would_block) => continue,
+        }
+    }
+}
+
+fn eventfd() -> Result<OwnedFd> {
+    // SAFETY: plain syscall; the returned fd is owned from here on.
+    let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+    if fd < 0 {
+        return Err(Error::io("eventfd", std::io::Error::last_os_error()));
+    }
+    // SAFETY: fd is a fresh, valid descriptor nobody else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
