@@ -108,8 +108,8 @@ fn qemu_user() -> Option<(u32, u32)> {
     })
 }
 
-fn vm_env(test: &str) -> Option<(MutexGuard<'static, ()>, TestEnv)> {
-    if skip_unless_our_runtime(test) {
+fn vm_env(_test: &str) -> Option<(MutexGuard<'static, ()>, TestEnv)> {
+    if skip_unless_our_runtime() {
         return None;
     }
     let cache = cache_dir();
@@ -126,10 +126,7 @@ fn vm_env(test: &str) -> Option<(MutexGuard<'static, ()>, TestEnv)> {
             "missing {}: run crates/pvelxc-agent/setup-host.sh",
             missing.join(", ")
         );
-        if std::env::var_os("PVELXC_VM_REQUIRED").is_some() {
-            panic!("{test}: PVELXC_VM_REQUIRED is set but {why}");
-        }
-        eprintln!("SKIP {test}: {why}");
+        skip::unavailable("vm", &["PVELXC_VM_REQUIRED"], &why);
         return None;
     }
     let cfg = vm_config().clone();

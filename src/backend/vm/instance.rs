@@ -99,7 +99,27 @@ impl Shared {
                     }
                 }
             }
-            let code = match self.vm.wait(INIT_ID).await {
+            // QEMU's death ends the wait too: the agent connection may be held back by unread
+            // output (bounded queues) and never see its EOF; a report already on its way still
+            // gets a moment to arrive.
+            let waited = tokio::select! {
+                biased;
+                r = self.vm.wait(INIT_ID) => r,
+                _ = gone.wait() => {
+                    match tokio::time::timeout(
+                        std::time::Duration::from_secs(2),
+                        self.vm.wait(INIT_ID),
+                    )
+                    .await
+                    {
+                        Ok(r) => r,
+                        Err(_) => Err(pvelxc_agent::host::VmError::Disconnected(
+                            "QEMU exited".into(),
+                        )),
+                    }
+                }
+            };
+            let code = match waited {
                 Ok(c) => u32::try_from(c).unwrap_or(255),
                 Err(e) => {
                     if !self.deleting.load(Ordering::SeqCst) {
@@ -233,6 +253,7 @@ impl Instance for VmInstance {
     }
 
     async fn kill(&self, target: Target<'_>, signal: u32, all: bool) -> Result<()> {
+        const KILL_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
         if signal == 0 || signal > 64 {
             if signal == 0 {
                 return Ok(());
@@ -257,7 +278,22 @@ impl Instance for VmInstance {
             // Like a frozen cgroup: the signal is queued, delivered at resume.
             self.signal_qemu(libc::SIGCONT)?;
         }
-        let mut res = self.signal_one(&agent_id, signal).await;
+        let kill_init = signal == libc::SIGKILL as u32 && matches!(target, Target::Init);
+        let mut res = if kill_init {
+            // SIGKILL of the init ends the container, guest or not: when the agent cannot
+            // answer (its connection held back by unread output), end the VM itself.
+            match tokio::time::timeout(KILL_WAIT, self.signal_one(&agent_id, signal)).await {
+                Ok(r) => r,
+                Err(_) => {
+                    log::warn!(
+                        "the VM's agent did not take SIGKILL within {KILL_WAIT:?}: killing QEMU"
+                    );
+                    self.signal_qemu(libc::SIGKILL)
+                }
+            }
+        } else {
+            self.signal_one(&agent_id, signal).await
+        };
         if all && matches!(target, Target::Init) {
             let ids: Vec<String> = lock(&self.shared.execs).keys().cloned().collect();
             for id in ids {
@@ -286,17 +322,26 @@ impl Instance for VmInstance {
     }
 
     async fn pids(&self) -> Result<Vec<u32>> {
+        const PIDS_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
         let mut out = vec![self.shared.qemu_pid];
         if self.paused.load(Ordering::SeqCst) {
             out.extend(lock(&self.last_pids).iter().copied());
             return Ok(out);
         }
-        let procs = self
-            .shared
-            .vm
-            .pids()
-            .await
-            .map_err(|e| errors::map(e).context("list the VM's processes"))?;
+        // The agent shares one port with the guest's output: while nobody reads a flooding
+        // process's stdout, the connection is held back (bounded memory) and the guest cannot
+        // answer. `ps` then lists the host's QEMU and the guest pids last seen, at once.
+        let procs = match tokio::time::timeout(PIDS_WAIT, self.shared.vm.pids()).await {
+            Ok(r) => r.map_err(|e| errors::map(e).context("list the VM's processes"))?,
+            Err(_) => {
+                log::warn!(
+                    "the VM's agent did not answer within {PIDS_WAIT:?} (its output is not being \
+                     read?): listing the host process and the last known guest pids"
+                );
+                out.extend(lock(&self.last_pids).iter().copied());
+                return Ok(out);
+            }
+        };
         let init = self.init_guest_pid.load(Ordering::SeqCst);
         let guest: Vec<u32> = procs
             .into_iter()
