@@ -11,92 +11,16 @@
 
 mod common;
 
+use common::vm::{cache_dir, serial, vm_config};
 use common::*;
 use std::fs;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::path::Path;
+use std::sync::MutexGuard;
 use std::time::{Duration, Instant};
 
 const T: Duration = Duration::from_secs(60);
 const VM: &str = "io.pvelxc.backend=vm";
-
-fn cache_dir() -> PathBuf {
-    std::env::var_os("PVELXC_VM_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/var/cache/pvelxc/vm"))
-}
-
-fn work_dir() -> PathBuf {
-    target_dir().join("tmp").join("vm-shim")
-}
-
-fn static_agent() -> PathBuf {
-    if let Some(p) = std::env::var_os("PVELXC_AGENT_BIN") {
-        return PathBuf::from(p);
-    }
-    let target = target_dir().join("tmp").join("agent-static");
-    let triple = "x86_64-unknown-linux-gnu";
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut c = Command::new(cargo);
-    c.args([
-        "build",
-        "--release",
-        "-p",
-        "pvelxc-agent",
-        "--bin",
-        "pvelxc-agent",
-        "--target",
-        triple,
-    ])
-    .env("RUSTFLAGS", "-C target-feature=+crt-static")
-    .env("CARGO_TARGET_DIR", &target)
-    .current_dir(workspace_dir());
-    let out = run_cmd(c, None, Duration::from_secs(900));
-    assert!(
-        out.status.success(),
-        "building the static agent failed\n{}",
-        describe(&out)
-    );
-    target.join(triple).join("release").join("pvelxc-agent")
-}
-
-/// The shim config: defaults (mapped-xattr, QEMU as pvelxc-qemu, sandbox) plus the test's
-/// kernel, agent and initramfs paths.
-fn vm_config() -> &'static PathBuf {
-    static CFG: OnceLock<PathBuf> = OnceLock::new();
-    CFG.get_or_init(|| {
-        let agent = static_agent();
-        let dir = work_dir();
-        fs::create_dir_all(&dir).expect("mkdir vm work dir");
-        let initramfs = dir.join("initramfs.cpio");
-        let mtime = |p: &Path| fs::metadata(p).and_then(|m| m.modified()).ok();
-        if let (Some(i), Some(a)) = (mtime(&initramfs), mtime(&agent)) {
-            if i < a {
-                let _ = fs::remove_file(&initramfs);
-            }
-        }
-        let cache = cache_dir();
-        let text = format!(
-            "[vm]\nkernel = {:?}\nmodules = {:?}\ninitramfs = {:?}\nagent = {:?}\nboot_timeout_secs = 60\n",
-            cache.join("vmlinux").display().to_string(),
-            cache.join("modules").display().to_string(),
-            initramfs.display().to_string(),
-            agent.display().to_string(),
-        );
-        let cfg = dir.join("hostile-config.toml");
-        let tmp = dir.join(format!(".hostile-config-{}.toml", std::process::id()));
-        fs::write(&tmp, text).expect("write vm config");
-        fs::rename(&tmp, &cfg).expect("rename vm config");
-        cfg
-    })
-}
-
-fn serial() -> MutexGuard<'static, ()> {
-    static M: Mutex<()> = Mutex::new(());
-    M.lock().unwrap_or_else(|p| p.into_inner())
-}
 
 /// uid and gid of `pvelxc-qemu` from /etc/passwd.
 fn qemu_user() -> Option<(u32, u32)> {

@@ -19,6 +19,7 @@
 
 pub mod pve;
 pub mod skip;
+pub mod vm;
 
 use std::collections::HashSet;
 use std::ffi::OsString;
