@@ -131,7 +131,7 @@ echo "self-check (stock shim): $(test_totals "$LOGS/self-check.log"); tests only
 print_skips "$SELF_SKIPS"
 echo "workspace tests: $(test_totals "$LOGS/main.log")"
 for f in "$LOGS"/pct-*.log; do
-    [ -f "$f" ] && echo "pct tests on ${f##*/pct-}: $(test_totals "$f")"
+    [ -f "$f" ] && { p=${f##*/pct-}; echo "pct tests on ${p%.log}: $(test_totals "$f")"; }
 done
 print_skips "$MAIN_SKIPS"
 for l in ${NOT_RUN[@]+"${NOT_RUN[@]}"}; do echo "$l"; done

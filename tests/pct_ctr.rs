@@ -649,3 +649,81 @@ fn bridge_network_reaches_the_gateway() {
     );
     p.assert_clean();
 }
+
+/// `kill --all` reaches every process of the CT (the init signals all of them), exec'd ones
+/// included; with SIGTERM the container's own process dies of it (143).
+#[test]
+fn kill_all_reaches_every_process_of_the_ct() {
+    let p = Pve::new(300_460, 300_499);
+    let env = p.env();
+    let (_r, pid) = env.run_rootfs_detached("kall", &[], &["/bin/sleep", "1000"]);
+    env.ctr_ok(&[
+        "task",
+        "exec",
+        "-d",
+        "--exec-id",
+        "bg",
+        "kall",
+        "/bin/sleep",
+        "999",
+    ]);
+    let extra = wait_until("exec'd sleep to show in ctr task ps", T, || {
+        let ps = stdout(&env.ctr(&["task", "ps", "kall"]));
+        let pids: Vec<u32> = ps
+            .lines()
+            .skip(1)
+            .filter_map(|l| l.split_whitespace().next()?.parse().ok())
+            .filter(|x| *x != pid)
+            .collect();
+        pids.first().copied()
+    });
+    env.ctr_ok(&["task", "kill", "--all", "-s", "SIGTERM", "kall"]);
+    env.wait_task_status("kall", "STOPPED", T);
+    wait_until("all CT processes to be gone", T, || {
+        (!pid_alive(pid) && !pid_alive(extra)).then_some(())
+    });
+    assert_eq!(env.task_rm_exit_code("kall"), 143);
+    env.ctr_ok(&["container", "rm", "kall"]);
+    p.assert_clean();
+}
+
+/// A CT process over its memory limit is OOM-killed: exit 137 and a TaskOOM event.
+#[test]
+fn oom_event_and_exit_137() {
+    let p = Pve::new(300_500, 300_539);
+    let env = p.env();
+    let ev = env.events();
+    let out = env.run_rootfs(
+        "oom1",
+        &["--memory-limit", "33554432"],
+        &["/bin/sh", "-c", "exec tail /dev/zero"],
+    );
+    assert_eq!(exit_code(&out), 137, "OOM-killed task\n{}", describe(&out));
+    ev.wait_for("/tasks/oom", "oom1", T);
+    p.assert_clean();
+}
+
+/// containerd restarts while a CT keeps running and another CT's process exits meanwhile:
+/// both are reported correctly afterwards (RUNNING; STOPPED with its own exit code).
+#[test]
+fn containerd_restart_with_an_exit_while_down() {
+    let mut p = Pve::new(300_540, 300_579);
+    let env = p.env_mut();
+    let (_r1, pid1) = env.run_rootfs_detached("keep1", &[], &["/bin/sleep", "1000"]);
+    let (_r2, pid2) = env.run_rootfs_detached("exit9", &[], &["/bin/sh", "-c", "sleep 4; exit 9"]);
+    env.stop_containerd();
+    wait_until("exit9 to exit while containerd is down", T, || {
+        (!pid_alive(pid2)).then_some(())
+    });
+    assert!(pid_alive(pid1), "keep1 must survive containerd stopping");
+    env.start_containerd();
+    env.wait_task_status("keep1", "RUNNING", T);
+    env.wait_task_status("exit9", "STOPPED", T);
+    assert_eq!(env.task_rm_exit_code("exit9"), 9);
+    env.ctr_ok(&["container", "rm", "exit9"]);
+    env.ctr_ok(&["task", "kill", "-s", "KILL", "keep1"]);
+    env.wait_task_status("keep1", "STOPPED", T);
+    env.ctr_ok(&["task", "rm", "keep1"]);
+    env.ctr_ok(&["container", "rm", "keep1"]);
+    p.assert_clean();
+}

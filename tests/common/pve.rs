@@ -144,6 +144,10 @@ impl Pve {
         }
     }
 
+    pub fn env_mut(&mut self) -> &mut TestEnv {
+        self.env.as_mut().expect("env")
+    }
+
     pub fn env(&self) -> &TestEnv {
         self.env.as_ref().expect("env")
     }
