@@ -104,6 +104,30 @@ where
     let _ = w.flush().await;
 }
 
+/// How long CloseIO may wait for stdin bytes already in the FIFO to reach the process.
+const STDIN_FLUSH: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Copy what is readable now (each read waits at most a moment: the FIFO may stay open).
+async fn forward_buffered<R, W>(r: &mut R, w: &mut W)
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match tokio::time::timeout(std::time::Duration::from_millis(20), r.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => {
+                if w.write_all(&buf[..n]).await.is_err() {
+                    break;
+                }
+            }
+            _ => break,
+        }
+    }
+    let _ = w.flush().await;
+}
+
 async fn pump_to(src: OwnedFd, dst: Target) -> Result<()> {
     let r = FdIo::new(src).map_err(|e| Error::io("stdio source", e))?;
     match dst {
@@ -170,12 +194,17 @@ impl IoHandle {
             let (tx, rx) = oneshot::channel::<()>();
             stdin_close = Some(tx);
             let h = tokio::spawn(async move {
-                let (Ok(r), Ok(w)) = (FdIo::new(src), FdIo::new(sink)) else {
+                let (Ok(mut r), Ok(mut w)) = (FdIo::new(src), FdIo::new(sink)) else {
                     return;
                 };
                 tokio::select! {
-                    _ = pump(r, w) => {}
-                    _ = rx => {}
+                    _ = pump(&mut r, &mut w) => {}
+                    _ = rx => {
+                        // The client wrote its last bytes just before CloseIO: forward what is
+                        // still buffered in the FIFO (bounded), then close the process's stdin.
+                        let _ = tokio::time::timeout(STDIN_FLUSH, forward_buffered(&mut r, &mut w))
+                            .await;
+                    }
                 }
             });
             tasks.push(h.abort_handle());

@@ -129,6 +129,41 @@ async fn destroy_ct(pct: &Pct, vmid: Vmid) -> Result<()> {
     }
 }
 
+/// One OOM stream from several cgroup levels; a kill seen by two levels at once counts once.
+fn merge_oom(
+    rxs: Vec<tokio::sync::mpsc::UnboundedReceiver<()>>,
+) -> Option<tokio::sync::mpsc::UnboundedReceiver<()>> {
+    if rxs.len() <= 1 {
+        return rxs.into_iter().next();
+    }
+    let (tx, out) = tokio::sync::mpsc::unbounded_channel();
+    let (in_tx, mut in_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+    for mut rx in rxs {
+        let t = in_tx.clone();
+        tokio::spawn(async move {
+            while rx.recv().await.is_some() {
+                if t.send(()).is_err() {
+                    break;
+                }
+            }
+        });
+    }
+    drop(in_tx);
+    tokio::spawn(async move {
+        let mut last: Option<std::time::Instant> = None;
+        while in_rx.recv().await.is_some() {
+            if last.is_some_and(|l| l.elapsed() < Duration::from_millis(500)) {
+                continue;
+            }
+            last = Some(std::time::Instant::now());
+            if tx.send(()).is_err() {
+                break;
+            }
+        }
+    });
+    Some(out)
+}
+
 #[async_trait]
 impl Backend for PctBackend {
     fn kind(&self) -> BackendKind {
@@ -169,12 +204,22 @@ impl Backend for PctBackend {
                 log::warn!("{owner}: memory limit on the init's cgroup: {e}");
             }
         }
-        let oom = cgroup.as_ref().and_then(|c| match c.watch_oom() {
-            Ok(rx) => Some(rx),
-            Err(e) => {
-                log::warn!("{owner}: OOM events unavailable: {e}");
-                None
-            }
+        // The same limit sits on the CT level and (mirrored) on the init's `ns` cgroup: an
+        // OOM kill can be charged to either, so both are watched.
+        let oom = cgroup.as_ref().and_then(|c| {
+            let ct = super::ctcg::ct_level_cgroup(c);
+            let levels: Vec<_> = [Some(c.clone()), (ct != *c).then_some(ct)]
+                .into_iter()
+                .flatten()
+                .filter_map(|cg| match cg.watch_oom() {
+                    Ok(rx) => Some(rx),
+                    Err(e) => {
+                        log::warn!("{owner}: OOM events unavailable: {e}");
+                        None
+                    }
+                })
+                .collect();
+            merge_oom(levels)
         });
         let init_fd = ctl::PidFd::open(host_pid)?;
         let init_pidfd = ctl::PidFd::open(host_pid)?;
