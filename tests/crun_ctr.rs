@@ -202,14 +202,7 @@ fn kill_all_stops_every_process() {
         "999",
     ]);
     let extra = wait_until("exec'd sleep to show in ctr task ps", T, || {
-        let ps = stdout(&env.ctr(&["task", "ps", "all1"]));
-        let pids: Vec<u32> = ps
-            .lines()
-            .skip(1)
-            .filter_map(|l| l.split_whitespace().next()?.parse().ok())
-            .filter(|p| *p != pid)
-            .collect();
-        pids.first().copied()
+        env.task_pids("all1").into_iter().find(|x| *x != pid)
     });
     env.ctr_ok(&["task", "kill", "--all", "-s", "SIGKILL", "all1"]);
     env.wait_task_status("all1", "STOPPED", T);

@@ -11,7 +11,6 @@
 
 mod common;
 
-use common::vm::{cache_dir, serial, vm_config};
 use common::*;
 use std::fs;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
@@ -32,30 +31,17 @@ fn qemu_user() -> Option<(u32, u32)> {
     })
 }
 
+/// The shared vm test host (tests/common/vm.rs), which must also have the `pvelxc-qemu` user.
 fn vm_env(_test: &str) -> Option<(MutexGuard<'static, ()>, TestEnv)> {
-    if skip_unless_our_runtime() {
-        return None;
-    }
-    let cache = cache_dir();
-    let mut missing: Vec<String> = [cache.join("vmlinux"), cache.join("modules")]
-        .into_iter()
-        .filter(|p| !p.exists())
-        .map(|p| p.display().to_string())
-        .collect();
-    if qemu_user().is_none() {
-        missing.push("the pvelxc-qemu user".into());
-    }
-    if !missing.is_empty() {
-        let why = format!(
-            "missing {}: run crates/pvelxc-agent/setup-host.sh",
-            missing.join(", ")
+    if qemu_user().is_none() && !skip_unless_our_runtime() {
+        skip::unavailable(
+            "vm",
+            &["PVELXC_VM_REQUIRED"],
+            "missing the pvelxc-qemu user: run crates/pvelxc-agent/setup-host.sh",
         );
-        skip::unavailable("vm", &["PVELXC_VM_REQUIRED"], &why);
         return None;
     }
-    let cfg = vm_config().clone();
-    let guard = serial();
-    Some((guard, TestEnv::builder().env("PVELXC_CONFIG", cfg).start()))
+    common::vm::vm_env()
 }
 
 /// Every setuid/setgid file, device node or root-owned file created below `dir` after `since`.

@@ -668,14 +668,7 @@ fn kill_all_reaches_every_process_of_the_ct() {
         "999",
     ]);
     let extra = wait_until("exec'd sleep to show in ctr task ps", T, || {
-        let ps = stdout(&env.ctr(&["task", "ps", "kall"]));
-        let pids: Vec<u32> = ps
-            .lines()
-            .skip(1)
-            .filter_map(|l| l.split_whitespace().next()?.parse().ok())
-            .filter(|x| *x != pid)
-            .collect();
-        pids.first().copied()
+        env.task_pids("kall").into_iter().find(|x| *x != pid)
     });
     env.ctr_ok(&["task", "kill", "--all", "-s", "SIGTERM", "kall"]);
     env.wait_task_status("kall", "STOPPED", T);

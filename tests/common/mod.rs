@@ -1060,6 +1060,15 @@ impl TestEnv {
         self.ctr(&a)
     }
 
+    /// The pids `ctr task ps` lists for a task.
+    pub fn task_pids(&self, id: &str) -> Vec<u32> {
+        stdout(&self.ctr(&["task", "ps", id]))
+            .lines()
+            .skip(1)
+            .filter_map(|l| l.split_whitespace().next()?.parse().ok())
+            .collect()
+    }
+
     /// `ctr run -d ...` on a fresh rootfs copy; waits until the task is RUNNING.
     /// Returns (rootfs dir, container pid).
     pub fn run_rootfs_detached(&self, id: &str, flags: &[&str], cmd: &[&str]) -> (PathBuf, u32) {

@@ -236,16 +236,7 @@ impl Backend for PctBackend {
             }
             // The init reports its exit over the control socket, and writes the record before
             // it exits; none of either = killed from outside (`pct stop`): 137.
-            let record = match exit_dir.rw_fd() {
-                Ok(rw) => tokio::task::spawn_blocking(move || {
-                    use std::os::fd::AsFd;
-                    ctdir::read_exit_at(rw.as_fd())
-                })
-                .await
-                .ok()
-                .flatten(),
-                Err(_) => None,
-            };
+            let record = exit_dir.read_exit_blocking().await;
             let code = exit_ctl
                 .exited()
                 .map(|e| e.exit_code)

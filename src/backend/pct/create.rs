@@ -274,13 +274,7 @@ pub async fn start_ct(
     let gave_up = async move {
         loop {
             tokio::time::sleep(Duration::from_millis(200)).await;
-            let Ok(rw) = dir.rw_fd() else { continue };
-            let r = tokio::task::spawn_blocking(move || {
-                use std::os::fd::AsFd;
-                ctdir::read_exit_at(rw.as_fd())
-            })
-            .await;
-            if let Ok(Some(r)) = r {
+            if let Some(r) = dir.read_exit_blocking().await {
                 return r;
             }
         }

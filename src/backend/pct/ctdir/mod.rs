@@ -199,11 +199,13 @@ impl CtDir {
         read_exit_at(self.rw.as_fd())
     }
 
-    /// A duplicate of the `rw/` fd, for reads on a blocking thread.
-    pub fn rw_fd(&self) -> Result<OwnedFd> {
-        self.rw
-            .try_clone()
-            .map_err(|e| Error::io("dup rw dir fd", e))
+    /// [`read_exit`](Self::read_exit) on a blocking thread, off the async runtime.
+    pub async fn read_exit_blocking(&self) -> Option<pvelxc_init::proto::ExitRecord> {
+        let rw = self.rw.try_clone().ok()?;
+        tokio::task::spawn_blocking(move || read_exit_at(rw.as_fd()))
+            .await
+            .ok()
+            .flatten()
     }
 }
 

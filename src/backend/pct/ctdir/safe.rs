@@ -4,6 +4,7 @@
 use std::ffi::CString;
 use std::io::Read;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use pvelxc_init::proto::ExitRecord;
@@ -26,8 +27,6 @@ pub fn open_dir(p: &Path) -> Result<OwnedFd> {
         .map_err(|e| Error::io(format!("open directory {}", p.display()), e))?;
     Ok(OwnedFd::from(f))
 }
-
-use std::os::unix::fs::OpenOptionsExt;
 
 /// Create `name` in `dir` exclusively (O_EXCL|O_NOFOLLOW), owned root:`gid`, mode 0640.
 pub fn write_new(dir: BorrowedFd<'_>, name: &str, data: &[u8], gid: u32) -> Result<()> {
