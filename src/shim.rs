@@ -136,7 +136,7 @@ impl Shim for PvelxcShim {
         drop(publisher);
         Service::new(
             self.namespace.clone(),
-            Events::new(address, self.namespace.clone()),
+            Arc::new(Events::new(address, self.namespace.clone())),
             self.exit.clone(),
         )
     }

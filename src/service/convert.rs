@@ -8,9 +8,64 @@ use containerd_shim_protos::protobuf::well_known_types::timestamp::Timestamp;
 use containerd_shim_protos::protobuf::{EnumOrUnknown, MessageField};
 use oci_spec::runtime::{LinuxResources, Process};
 
-use super::state::{ProcState, Status};
+use super::model::{CreateTask, ExecTask, ProcInfo};
+use super::state::Status;
 use crate::backend::RootfsMount;
 use crate::error::{Error, Result};
+use crate::sys::stdio::StdioPaths;
+
+/// CreateTask → the service's request: options decoded, stdio gathered.
+pub fn create_task(req: api::CreateTaskRequest) -> Result<CreateTask> {
+    let options = req
+        .options
+        .as_ref()
+        .map(crate::options::decode)
+        .transpose()?;
+    Ok(CreateTask {
+        rootfs: mounts(&req.rootfs),
+        stdio: StdioPaths {
+            stdin: req.stdin,
+            stdout: req.stdout,
+            stderr: req.stderr,
+            terminal: req.terminal,
+        },
+        options,
+        checkpoint: !req.checkpoint.is_empty(),
+        bundle: req.bundle.into(),
+        id: req.id,
+    })
+}
+
+/// Exec → the service's request, its process spec parsed.
+pub fn exec_task(req: api::ExecProcessRequest) -> Result<ExecTask> {
+    Ok(ExecTask {
+        process: process_spec(&req.spec)?,
+        stdio: StdioPaths {
+            stdin: req.stdin,
+            stdout: req.stdout,
+            stderr: req.stderr,
+            terminal: req.terminal,
+        },
+        id: req.id,
+        exec_id: req.exec_id,
+    })
+}
+
+pub fn state_response(p: ProcInfo) -> api::StateResponse {
+    let mut r = api::StateResponse::new();
+    r.id = p.id;
+    r.exec_id = p.exec_id;
+    r.bundle = p.bundle.display().to_string();
+    r.pid = p.state.pid;
+    r.status = status(p.state.status);
+    r.stdin = p.stdio.stdin;
+    r.stdout = p.stdio.stdout;
+    r.stderr = p.stdio.stderr;
+    r.terminal = p.stdio.terminal;
+    r.exit_status = p.state.exit_code();
+    r.exited_at = timestamp(p.state.exited_at());
+    r
+}
 
 pub fn timestamp(t: Option<SystemTime>) -> MessageField<Timestamp> {
     let Some(t) = t else {
@@ -60,40 +115,17 @@ pub fn resources(any: &Any) -> Result<LinuxResources> {
         .map_err(|e| Error::invalid(format!("malformed resources: {e}")))
 }
 
-pub fn delete_response(pid: u32, st: &ProcState) -> api::DeleteResponse {
+pub fn delete_response(p: &ProcInfo) -> api::DeleteResponse {
     let mut r = api::DeleteResponse::new();
-    r.pid = pid;
-    r.exit_status = st.exit_code();
-    r.exited_at = timestamp(st.exited_at());
+    r.pid = p.state.pid;
+    r.exit_status = p.state.exit_code();
+    r.exited_at = timestamp(p.state.exited_at());
     r
-}
-
-/// containerd's identifier rules: 1-76 chars, alphanumeric start, then [A-Za-z0-9_.-].
-pub fn validate_id(what: &str, id: &str) -> Result<()> {
-    let ok = !id.is_empty()
-        && id.len() <= 76
-        && id.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
-        && id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::invalid(format!("invalid {what} {id:?}")))
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn ids() {
-        validate_id("id", "abc-1.2_x").expect("ok");
-        for bad in ["", "-x", "a/b", "../x", "a b", &"x".repeat(77)] {
-            assert!(validate_id("id", bad).is_err(), "{bad}");
-        }
-    }
 
     #[test]
     fn exec_spec() {

@@ -1,20 +1,27 @@
 //! The shim task service: containerd's Task API on top of the backends.
 //!
-//! `ops.rs` holds the operations on plain Rust types; this file is the protocol edge.
+//! The protocol stays at the edge: this file, `convert.rs` (requests → `model.rs` types,
+//! results → responses) and `publish.rs` (events → containerd). `ops.rs` holds the operations
+//! on the shim's own types, with its events going to an [`EventSink`] and its backends found
+//! through a lookup, so it runs under unit tests (`tests.rs`) without containerd or root.
 
 mod convert;
-mod events;
+mod model;
 mod ops;
 mod process;
+mod publish;
 mod state;
+#[cfg(test)]
+mod tests;
 
 use async_trait::async_trait;
 use containerd_shim::api;
 use containerd_shim::{Task, TtrpcContext, TtrpcResult};
 use containerd_shim_protos::api::Empty;
 
-pub use events::Events;
-pub use ops::Service;
+pub use model::{EventSink, TaskEvent};
+pub use ops::{BackendLookup, Service};
+pub use publish::Events;
 
 /// Now, as a protobuf timestamp.
 pub fn timestamp_now() -> containerd_shim_protos::protobuf::MessageField<
@@ -25,7 +32,7 @@ pub fn timestamp_now() -> containerd_shim_protos::protobuf::MessageField<
 
 /// Whether `s` is a valid containerd identifier.
 pub fn valid_id(s: &str) -> bool {
-    convert::validate_id("id", s).is_ok()
+    model::validate_id("id", s).is_ok()
 }
 
 /// Map the shim's result onto ttrpc, logging failures once, here.
@@ -43,7 +50,11 @@ impl Task for Service {
         _: &TtrpcContext,
         req: api::CreateTaskRequest,
     ) -> TtrpcResult<api::CreateTaskResponse> {
-        let r = self.create(req).await.map(|pid| {
+        let r = match convert::create_task(req) {
+            Ok(req) => self.create(req).await,
+            Err(e) => Err(e),
+        };
+        let r = r.map(|pid| {
             let mut resp = api::CreateTaskResponse::new();
             resp.pid = pid;
             resp
@@ -74,7 +85,11 @@ impl Task for Service {
         _: &TtrpcContext,
         req: api::StateRequest,
     ) -> TtrpcResult<api::StateResponse> {
-        edge("state", self.state(&req.id, &req.exec_id))
+        edge(
+            "state",
+            self.state(&req.id, &req.exec_id)
+                .map(convert::state_response),
+        )
     }
 
     async fn delete(
@@ -82,7 +97,12 @@ impl Task for Service {
         _: &TtrpcContext,
         req: api::DeleteRequest,
     ) -> TtrpcResult<api::DeleteResponse> {
-        edge("delete", self.delete(&req.id, &req.exec_id).await)
+        edge(
+            "delete",
+            self.delete(&req.id, &req.exec_id)
+                .await
+                .map(|p| convert::delete_response(&p)),
+        )
     }
 
     async fn pids(
@@ -90,7 +110,19 @@ impl Task for Service {
         _: &TtrpcContext,
         req: api::PidsRequest,
     ) -> TtrpcResult<api::PidsResponse> {
-        edge("pids", self.pids(&req.id).await)
+        let r = self.pids(&req.id).await.map(|pids| {
+            let mut r = api::PidsResponse::new();
+            r.processes = pids
+                .into_iter()
+                .map(|pid| {
+                    let mut info = containerd_shim_protos::types::task::ProcessInfo::new();
+                    info.pid = pid;
+                    info
+                })
+                .collect();
+            r
+        });
+        edge("pids", r)
     }
 
     async fn pause(&self, _: &TtrpcContext, req: api::PauseRequest) -> TtrpcResult<Empty> {
@@ -124,7 +156,12 @@ impl Task for Service {
     }
 
     async fn exec(&self, _: &TtrpcContext, req: api::ExecProcessRequest) -> TtrpcResult<Empty> {
-        edge("exec", self.exec(req).map(|_| Empty::new()))
+        edge(
+            "exec",
+            convert::exec_task(req)
+                .and_then(|r| self.exec(r))
+                .map(|_| Empty::new()),
+        )
     }
 
     async fn resize_pty(&self, _: &TtrpcContext, req: api::ResizePtyRequest) -> TtrpcResult<Empty> {
@@ -144,7 +181,11 @@ impl Task for Service {
     }
 
     async fn update(&self, _: &TtrpcContext, req: api::UpdateTaskRequest) -> TtrpcResult<Empty> {
-        edge("update", self.update(req).await.map(|_| Empty::new()))
+        let r = match convert::resources(&req.resources) {
+            Ok(res) => self.update(&req.id, &res).await,
+            Err(e) => Err(e),
+        };
+        edge("update", r.map(|_| Empty::new()))
     }
 
     async fn wait(
@@ -152,7 +193,13 @@ impl Task for Service {
         _: &TtrpcContext,
         req: api::WaitRequest,
     ) -> TtrpcResult<api::WaitResponse> {
-        edge("wait", self.wait(&req.id, &req.exec_id).await)
+        let r = self.wait(&req.id, &req.exec_id).await.map(|e| {
+            let mut r = api::WaitResponse::new();
+            r.exit_status = e.code;
+            r.exited_at = convert::timestamp(Some(e.at));
+            r
+        });
+        edge("wait", r)
     }
 
     async fn stats(
@@ -160,7 +207,12 @@ impl Task for Service {
         _: &TtrpcContext,
         req: api::StatsRequest,
     ) -> TtrpcResult<api::StatsResponse> {
-        edge("stats", self.stats(&req.id).await)
+        let r = self.stats(&req.id).await.map(|any| {
+            let mut r = api::StatsResponse::new();
+            r.stats = containerd_shim_protos::protobuf::MessageField::some(any);
+            r
+        });
+        edge("stats", r)
     }
 
     async fn connect(
@@ -168,7 +220,11 @@ impl Task for Service {
         _: &TtrpcContext,
         req: api::ConnectRequest,
     ) -> TtrpcResult<api::ConnectResponse> {
-        edge("connect", self.connect(&req.id))
+        let mut r = api::ConnectResponse::new();
+        r.shim_pid = std::process::id();
+        r.version = crate::VERSION.trim().to_string();
+        r.task_pid = self.task_pid(&req.id).unwrap_or(0);
+        Ok(r)
     }
 
     async fn shutdown(&self, _: &TtrpcContext, req: api::ShutdownRequest) -> TtrpcResult<Empty> {

@@ -1,46 +1,53 @@
-//! The task operations, on the shim's own types.
+//! The task operations, on the shim's own types (`model.rs`): no protobuf below the edge.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use containerd_shim::api;
 use containerd_shim::ExitSignal;
-use containerd_shim_protos::events::task::{
-    TaskCreate, TaskDelete, TaskExecAdded, TaskExecStarted, TaskExit, TaskIO, TaskOOM, TaskPaused,
-    TaskResumed, TaskStart,
-};
-use containerd_shim_protos::protobuf::MessageField;
 
-use super::convert::{self, timestamp};
-use super::events::Events;
+use super::model::{CreateTask, EventSink, ExecTask, ProcInfo, TaskEvent};
 use super::process::{Container, Proc};
 use super::state::{Status, Transition};
-use crate::backend::{registry, BundleRecord, CreateRequest, Spawned, Target};
-use crate::config::Config;
+use crate::backend::{registry, Backend, BundleRecord, CreateRequest, Spawned, Target};
+use crate::config::{BackendKind, Config};
 use crate::error::{Error, Result};
-use crate::options;
 use crate::router;
-use crate::sys::stdio::{IoHandle, StdioPaths};
+use crate::sys::reaper::Exit;
+use crate::sys::stdio::IoHandle;
 
 /// How long an exited process's output may take to drain before its exit is reported.
 const DRAIN_LIMIT: Duration = Duration::from_secs(3);
 
+/// Backend name → implementation (`registry::get` in the shim; a fake in the unit tests).
+pub type BackendLookup = Arc<dyn Fn(BackendKind) -> Arc<dyn Backend> + Send + Sync>;
+
 pub struct Service {
     namespace: String,
     containers: Mutex<HashMap<String, Arc<Container>>>,
-    events: Events,
+    events: Arc<dyn EventSink>,
     exit: Arc<ExitSignal>,
+    backends: BackendLookup,
 }
 
 impl Service {
-    pub fn new(namespace: String, events: Events, exit: Arc<ExitSignal>) -> Self {
+    pub fn new(namespace: String, events: Arc<dyn EventSink>, exit: Arc<ExitSignal>) -> Self {
+        Self::with_backends(namespace, events, exit, Arc::new(registry::get))
+    }
+
+    pub fn with_backends(
+        namespace: String,
+        events: Arc<dyn EventSink>,
+        exit: Arc<ExitSignal>,
+        backends: BackendLookup,
+    ) -> Self {
         Service {
             namespace,
             containers: Mutex::new(HashMap::new()),
             events,
             exit,
+            backends,
         }
     }
 
@@ -55,34 +62,32 @@ impl Service {
             .ok_or_else(|| Error::NotFound(format!("container {id} not found")))
     }
 
-    pub async fn create(&self, req: api::CreateTaskRequest) -> Result<u32> {
-        convert::validate_id("container id", &req.id)?;
+    pub async fn create(&self, req: CreateTask) -> Result<u32> {
+        super::model::validate_id("container id", &req.id)?;
         if self.table().contains_key(&req.id) {
             return Err(Error::AlreadyExists(format!(
                 "container {} already exists",
                 req.id
             )));
         }
-        if !req.checkpoint.is_empty() {
+        if req.checkpoint {
             return Err(Error::Unimplemented(
                 "restoring from a checkpoint is not supported by containerd-shim-pvelxc-v2".into(),
             ));
         }
-        let bundle = PathBuf::from(&req.bundle);
+        let bundle = req.bundle.clone();
         if !bundle.is_absolute() || !bundle.is_dir() {
             return Err(Error::invalid(format!(
                 "bundle {:?} is not a directory",
-                req.bundle
+                bundle.display()
             )));
         }
-        let opts = match req.options.as_ref() {
-            Some(any) => options::decode(any)?,
-            None => options::RuntimeOptions::default(),
-        };
+        let opts = req.options.clone().unwrap_or_default();
         let loaded = Config::load(opts.config_path.as_deref())?;
         let spec = load_spec(&bundle)?;
         let annotations = spec.annotations().clone().unwrap_or_default();
         let config = Arc::new(loaded.config);
+        let lookup = &self.backends;
         let decision = router::route(
             &config,
             &router::Request {
@@ -90,8 +95,8 @@ impl Service {
                 container_id: &req.id,
                 annotations: &annotations,
             },
-            |k| registry::get(k).admit(&annotations),
-            |k| registry::get(k).usable(&config),
+            |k| lookup(k).admit(&annotations),
+            |k| lookup(k).usable(&config),
         )?;
         log::info!(
             "{}: backend {} ({})",
@@ -99,7 +104,7 @@ impl Service {
             decision.backend,
             decision.reason
         );
-        let backend = registry::get(decision.backend);
+        let backend = lookup(decision.backend);
         BundleRecord {
             backend: Some(decision.backend),
             namespace: self.namespace.clone(),
@@ -109,19 +114,14 @@ impl Service {
         }
         .save(&bundle)?;
 
-        let stdio = StdioPaths {
-            stdin: req.stdin.clone(),
-            stdout: req.stdout.clone(),
-            stderr: req.stderr.clone(),
-            terminal: req.terminal,
-        };
+        let stdio = req.stdio.clone();
         let (instance, spawned) = backend
             .create(CreateRequest {
                 namespace: self.namespace.clone(),
                 id: req.id.clone(),
                 bundle: bundle.clone(),
                 spec,
-                rootfs: convert::mounts(&req.rootfs),
+                rootfs: req.rootfs.clone(),
                 stdio: stdio.clone(),
                 options: opts,
                 config,
@@ -140,24 +140,18 @@ impl Service {
         }
         let c = Arc::new(Container::new(
             req.id.clone(),
-            bundle,
+            bundle.clone(),
             instance.clone(),
             init.clone(),
         ));
         self.table().insert(req.id.clone(), c.clone());
-
-        let mut ev = TaskCreate::new();
-        ev.container_id = req.id.clone();
-        ev.bundle = req.bundle.clone();
-        ev.rootfs = req.rootfs.clone();
-        let mut tio = TaskIO::new();
-        tio.stdin = req.stdin;
-        tio.stdout = req.stdout;
-        tio.stderr = req.stderr;
-        tio.terminal = req.terminal;
-        ev.io = MessageField::some(tio);
-        ev.pid = pid;
-        self.events.send(ev);
+        self.events.publish(TaskEvent::Create {
+            id: req.id.clone(),
+            bundle,
+            rootfs: req.rootfs,
+            stdio,
+            pid,
+        });
 
         self.watch_exit(c.clone(), init, exit);
         if let Some(mut oom) = instance.oom_events() {
@@ -165,9 +159,7 @@ impl Service {
             let id = req.id.clone();
             tokio::spawn(async move {
                 while oom.recv().await.is_some() {
-                    let mut ev = TaskOOM::new();
-                    ev.container_id = id.clone();
-                    events.send(ev);
+                    events.publish(TaskEvent::Oom { id: id.clone() });
                 }
             });
         }
@@ -184,26 +176,26 @@ impl Service {
             }
             let _g = p.lifecycle.lock().await;
             if p.exec_id.is_empty() {
-                // Exec processes die with their container: report them first.
+                // Exec processes die with their container: report them first, including an
+                // exec whose start is in flight (its lifecycle lock tells when that is over).
                 for e in c.exec_list() {
-                    if matches!(e.status(), Status::Running) {
+                    let started =
+                        tokio::time::timeout(Duration::from_secs(2), e.lifecycle.lock()).await;
+                    drop(started);
+                    if matches!(e.status(), Status::Running | Status::Paused) {
                         let _ = e.wait_timeout(Duration::from_secs(2)).await;
                     }
                 }
             }
-            p.mark_exited(code);
-            let st = p.snapshot();
-            let mut ev = TaskExit::new();
-            ev.container_id = c.id.clone();
-            ev.id = if p.exec_id.is_empty() {
-                c.id.clone()
-            } else {
-                p.exec_id.clone()
-            };
-            ev.pid = st.pid;
-            ev.exit_status = st.exit_code();
-            ev.exited_at = timestamp(st.exited_at());
-            events.send(ev);
+            let id = c.id.clone();
+            p.exit_with(code, |st| {
+                events.publish(TaskEvent::Exit {
+                    id,
+                    exec_id: p.exec_id.clone(),
+                    pid: st.pid,
+                    exit: st.exit.unwrap_or(code),
+                })
+            });
         });
     }
 
@@ -221,12 +213,15 @@ impl Service {
             if let Some(pid) = c.instance.start().await? {
                 p.set_pid(pid);
             }
-            p.apply(Transition::Start)?;
             let pid = p.snapshot().pid;
-            let mut ev = TaskStart::new();
-            ev.container_id = id.to_string();
-            ev.pid = pid;
-            self.events.send(ev);
+            p.apply_publishing(
+                Transition::Start,
+                self.events.as_ref(),
+                TaskEvent::Start {
+                    id: id.to_string(),
+                    pid,
+                },
+            )?;
             return Ok(pid);
         }
         if c.init.status() == Status::Stopped {
@@ -247,55 +242,40 @@ impl Service {
                 .await;
             return Err(e);
         }
-        p.apply(Transition::Start)?;
+        p.apply_publishing(
+            Transition::Start,
+            self.events.as_ref(),
+            TaskEvent::ExecStarted {
+                id: id.to_string(),
+                exec_id: exec_id.to_string(),
+                pid,
+            },
+        )?;
         self.watch_exit(c.clone(), p.clone(), exit);
-        let mut ev = TaskExecStarted::new();
-        ev.container_id = id.to_string();
-        ev.exec_id = exec_id.to_string();
-        ev.pid = pid;
-        self.events.send(ev);
         Ok(pid)
     }
 
-    pub fn state(&self, id: &str, exec_id: &str) -> Result<api::StateResponse> {
+    pub fn state(&self, id: &str, exec_id: &str) -> Result<ProcInfo> {
         let c = self.container(id)?;
         let p = c.process(exec_id)?;
-        let st = p.snapshot();
-        let mut r = api::StateResponse::new();
-        r.id = if exec_id.is_empty() {
-            id.to_string()
-        } else {
-            exec_id.to_string()
-        };
-        r.exec_id = exec_id.to_string();
-        r.bundle = c.bundle.display().to_string();
-        r.pid = st.pid;
-        r.status = convert::status(st.status);
-        r.stdin = p.stdio.stdin.clone();
-        r.stdout = p.stdio.stdout.clone();
-        r.stderr = p.stdio.stderr.clone();
-        r.terminal = p.stdio.terminal;
-        r.exit_status = st.exit_code();
-        r.exited_at = timestamp(st.exited_at());
-        Ok(r)
+        Ok(info(&c, &p))
     }
 
-    pub async fn delete(&self, id: &str, exec_id: &str) -> Result<api::DeleteResponse> {
+    pub async fn delete(&self, id: &str, exec_id: &str) -> Result<ProcInfo> {
         let c = self.container(id)?;
         let p = c.process(exec_id)?;
         p.snapshot().deletable()?;
         if !exec_id.is_empty() {
             p.close_io();
             c.remove_exec(exec_id);
-            let st = p.snapshot();
-            return Ok(convert::delete_response(st.pid, &st));
+            return Ok(info(&c, &p));
         }
         let never_started = p.status() == Status::Created;
         c.instance.delete(never_started).await?;
         if never_started {
             // The waiting init was killed by the forced delete; let its exit land.
             if p.wait_timeout(Duration::from_secs(5)).await.is_none() {
-                p.mark_exited(crate::sys::reaper::Exit::new(137));
+                p.mark_exited(Exit::new(137));
             }
         }
         for e in c.exec_list() {
@@ -304,26 +284,16 @@ impl Service {
         p.close_io();
         self.table().remove(id);
         let st = p.snapshot();
-        let mut ev = TaskDelete::new();
-        ev.container_id = id.to_string();
-        ev.id = id.to_string();
-        ev.pid = st.pid;
-        ev.exit_status = st.exit_code();
-        ev.exited_at = timestamp(st.exited_at());
-        self.events.send(ev);
-        Ok(convert::delete_response(st.pid, &st))
+        self.events.publish(TaskEvent::Delete {
+            id: id.to_string(),
+            pid: st.pid,
+            exit: st.exit,
+        });
+        Ok(info(&c, &p))
     }
 
-    pub async fn pids(&self, id: &str) -> Result<api::PidsResponse> {
-        let c = self.container(id)?;
-        let pids = c.instance.pids().await?;
-        let mut r = api::PidsResponse::new();
-        for pid in pids {
-            let mut info = containerd_shim_protos::types::task::ProcessInfo::new();
-            info.pid = pid;
-            r.processes.push(info);
-        }
-        Ok(r)
+    pub async fn pids(&self, id: &str) -> Result<Vec<u32>> {
+        self.container(id)?.instance.pids().await
     }
 
     pub async fn pause(&self, id: &str) -> Result<()> {
@@ -335,10 +305,11 @@ impl Service {
             )));
         }
         c.instance.pause().await?;
-        c.init.apply(Transition::Pause)?;
-        let mut ev = TaskPaused::new();
-        ev.container_id = id.to_string();
-        self.events.send(ev);
+        c.init.apply_publishing(
+            Transition::Pause,
+            self.events.as_ref(),
+            TaskEvent::Paused { id: id.to_string() },
+        )?;
         Ok(())
     }
 
@@ -351,10 +322,11 @@ impl Service {
             )));
         }
         c.instance.resume().await?;
-        c.init.apply(Transition::Resume)?;
-        let mut ev = TaskResumed::new();
-        ev.container_id = id.to_string();
-        self.events.send(ev);
+        c.init.apply_publishing(
+            Transition::Resume,
+            self.events.as_ref(),
+            TaskEvent::Resumed { id: id.to_string() },
+        )?;
         Ok(())
     }
 
@@ -392,8 +364,8 @@ impl Service {
         }
     }
 
-    pub fn exec(&self, req: api::ExecProcessRequest) -> Result<()> {
-        convert::validate_id("exec id", &req.exec_id)?;
+    pub fn exec(&self, req: ExecTask) -> Result<()> {
+        super::model::validate_id("exec id", &req.exec_id)?;
         let c = self.container(&req.id)?;
         if c.init.status() == Status::Stopped {
             return Err(Error::precondition(format!(
@@ -401,20 +373,14 @@ impl Service {
                 req.id
             )));
         }
-        let mut spec = convert::process_spec(&req.spec)?;
+        let mut spec = req.process;
         // The request, not the spec, says whether the client set up a terminal.
-        spec.set_terminal(Some(req.terminal));
-        let stdio = StdioPaths {
-            stdin: req.stdin,
-            stdout: req.stdout,
-            stderr: req.stderr,
-            terminal: req.terminal,
-        };
-        c.add_exec(Arc::new(Proc::new(&req.exec_id, 0, stdio, Some(spec))))?;
-        let mut ev = TaskExecAdded::new();
-        ev.container_id = req.id;
-        ev.exec_id = req.exec_id;
-        self.events.send(ev);
+        spec.set_terminal(Some(req.stdio.terminal));
+        c.add_exec(Arc::new(Proc::new(&req.exec_id, 0, req.stdio, Some(spec))))?;
+        self.events.publish(TaskEvent::ExecAdded {
+            id: req.id,
+            exec_id: req.exec_id,
+        });
         Ok(())
     }
 
@@ -437,48 +403,56 @@ impl Service {
         Ok(())
     }
 
-    pub async fn update(&self, req: api::UpdateTaskRequest) -> Result<()> {
-        let c = self.container(&req.id)?;
+    pub async fn update(
+        &self,
+        id: &str,
+        resources: &oci_spec::runtime::LinuxResources,
+    ) -> Result<()> {
+        let c = self.container(id)?;
         if c.init.status() == Status::Stopped {
             return Err(Error::precondition(format!(
-                "container {} is not running",
-                req.id
+                "container {id} is not running"
             )));
         }
-        let res = convert::resources(&req.resources)?;
-        c.instance.update(&res).await
+        c.instance.update(resources).await
     }
 
-    pub async fn wait(&self, id: &str, exec_id: &str) -> Result<api::WaitResponse> {
+    pub async fn wait(&self, id: &str, exec_id: &str) -> Result<Exit> {
         let p = self.container(id)?.process(exec_id)?;
-        let e = p.wait().await;
-        let mut r = api::WaitResponse::new();
-        r.exit_status = e.code;
-        r.exited_at = timestamp(Some(e.at));
-        Ok(r)
+        Ok(p.wait().await)
     }
 
-    pub async fn stats(&self, id: &str) -> Result<api::StatsResponse> {
-        let c = self.container(id)?;
-        let mut r = api::StatsResponse::new();
-        r.stats = MessageField::some(c.instance.stats().await?);
-        Ok(r)
+    /// Metrics as the backend built them (cgroup v1/v2 Metrics in an Any).
+    pub async fn stats(
+        &self,
+        id: &str,
+    ) -> Result<containerd_shim_protos::protobuf::well_known_types::any::Any> {
+        self.container(id)?.instance.stats().await
     }
 
-    pub fn connect(&self, id: &str) -> Result<api::ConnectResponse> {
-        let mut r = api::ConnectResponse::new();
-        r.shim_pid = std::process::id();
-        r.version = crate::VERSION.trim().to_string();
-        if let Ok(c) = self.container(id) {
-            r.task_pid = c.init.snapshot().pid;
-        }
-        Ok(r)
+    /// The init's pid of `id`, when the shim runs it.
+    pub fn task_pid(&self, id: &str) -> Option<u32> {
+        self.container(id).ok().map(|c| c.init.snapshot().pid)
     }
 
     pub fn shutdown(&self, now: bool) {
         if now || self.table().is_empty() {
             self.exit.signal();
         }
+    }
+}
+
+fn info(c: &Container, p: &Proc) -> ProcInfo {
+    ProcInfo {
+        id: if p.exec_id.is_empty() {
+            c.id.clone()
+        } else {
+            p.exec_id.clone()
+        },
+        exec_id: p.exec_id.clone(),
+        bundle: c.bundle.clone(),
+        stdio: p.stdio.clone(),
+        state: p.snapshot(),
     }
 }
 

@@ -8,6 +8,7 @@ use std::time::Duration;
 use oci_spec::runtime::Process;
 use tokio::sync::watch;
 
+use super::model::{EventSink, TaskEvent};
 use super::state::{ProcState, Status, Transition};
 use crate::backend::Instance;
 use crate::error::{Error, Result};
@@ -53,6 +54,20 @@ impl Proc {
         self.state().apply(t)
     }
 
+    /// Apply `t` and publish its event under the state lock, so no other transition of this
+    /// process (an exit racing a pause, say) can publish its event in between.
+    pub fn apply_publishing(
+        &self,
+        t: Transition,
+        sink: &dyn EventSink,
+        ev: TaskEvent,
+    ) -> Result<()> {
+        let mut st = self.state();
+        st.apply(t)?;
+        sink.publish(ev);
+        Ok(())
+    }
+
     pub fn set_pid(&self, pid: u32) {
         self.state().pid = pid;
     }
@@ -63,8 +78,22 @@ impl Proc {
 
     /// Record the exit and wake every waiter.
     pub fn mark_exited(&self, exit: Exit) {
-        let _ = self.apply(Transition::Exit(exit));
-        let recorded = self.state().exit.unwrap_or(exit);
+        self.exit_with(exit, |_| {});
+    }
+
+    /// Record the exit, call `publish` with the new state under the state lock (its event
+    /// therefore follows every event of an earlier transition), then wake every waiter: a
+    /// Wait never returns before the exit event went out.
+    pub fn exit_with(&self, exit: Exit, publish: impl FnOnce(&ProcState)) {
+        let recorded = {
+            let mut st = self.state();
+            let first = st.status != Status::Stopped;
+            let _ = st.apply(Transition::Exit(exit));
+            if first {
+                publish(&st);
+            }
+            st.exit.unwrap_or(exit)
+        };
         self.exited.send_replace(Some(recorded));
     }
 

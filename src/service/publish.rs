@@ -1,4 +1,4 @@
-//! One ordered stream of events to containerd.
+//! The event edge: the service's [`TaskEvent`]s as containerd's messages, in one ordered stream.
 //!
 //! Every event goes through a single forwarder task, so containerd sees them in the order the
 //! service emitted them. Events are encoded with their generated code and a static type URL
@@ -9,8 +9,9 @@
 use std::time::Duration;
 
 use containerd_shim::event::Event;
+use containerd_shim_protos::api;
 use containerd_shim_protos::events::task::{
-    TaskCreate, TaskDelete, TaskExecAdded, TaskExecStarted, TaskExit, TaskOOM, TaskPaused,
+    TaskCreate, TaskDelete, TaskExecAdded, TaskExecStarted, TaskExit, TaskIO, TaskOOM, TaskPaused,
     TaskResumed, TaskStart,
 };
 use containerd_shim_protos::protobuf::well_known_types::any::Any;
@@ -21,14 +22,17 @@ use containerd_shim_protos::shim_async::{Client, EventsClient};
 use containerd_shim_protos::ttrpc::context::Context;
 use tokio::sync::mpsc;
 
+use super::convert::timestamp;
+use super::model::{EventSink, TaskEvent};
+
 /// How many times one event is tried before it is dropped (with a log line).
 const ATTEMPTS: u32 = 8;
 
-/// The task events this shim emits.
-pub trait TaskEvent: Event + Message {}
+/// containerd's task event messages.
+trait ProtoEvent: Event + Message {}
 
 macro_rules! task_events {
-    ($($t:ty),*) => { $(impl TaskEvent for $t {})* };
+    ($($t:ty),*) => { $(impl ProtoEvent for $t {})* };
 }
 task_events!(
     TaskCreate,
@@ -61,7 +65,7 @@ impl Events {
         Events { tx }
     }
 
-    pub fn send<E: TaskEvent>(&self, ev: E) {
+    fn send<E: ProtoEvent>(&self, ev: E) {
         let value = match ev.write_to_bytes() {
             Ok(v) => v,
             Err(e) => {
@@ -79,6 +83,104 @@ impl Events {
         };
         if self.tx.send(enc).is_err() {
             log::warn!("event forwarder is gone");
+        }
+    }
+}
+
+impl EventSink for Events {
+    fn publish(&self, ev: TaskEvent) {
+        match ev {
+            TaskEvent::Create {
+                id,
+                bundle,
+                rootfs,
+                stdio,
+                pid,
+            } => {
+                let mut e = TaskCreate::new();
+                e.container_id = id;
+                e.bundle = bundle.display().to_string();
+                e.rootfs = rootfs
+                    .into_iter()
+                    .map(|m| {
+                        let mut a = api::Mount::new();
+                        a.type_ = m.kind;
+                        a.source = m.source;
+                        a.options = m.options;
+                        a
+                    })
+                    .collect();
+                let mut tio = TaskIO::new();
+                tio.stdin = stdio.stdin;
+                tio.stdout = stdio.stdout;
+                tio.stderr = stdio.stderr;
+                tio.terminal = stdio.terminal;
+                e.io = MessageField::some(tio);
+                e.pid = pid;
+                self.send(e)
+            }
+            TaskEvent::Start { id, pid } => {
+                let mut e = TaskStart::new();
+                e.container_id = id;
+                e.pid = pid;
+                self.send(e)
+            }
+            TaskEvent::ExecAdded { id, exec_id } => {
+                let mut e = TaskExecAdded::new();
+                e.container_id = id;
+                e.exec_id = exec_id;
+                self.send(e)
+            }
+            TaskEvent::ExecStarted { id, exec_id, pid } => {
+                let mut e = TaskExecStarted::new();
+                e.container_id = id;
+                e.exec_id = exec_id;
+                e.pid = pid;
+                self.send(e)
+            }
+            TaskEvent::Exit {
+                id,
+                exec_id,
+                pid,
+                exit,
+            } => {
+                let mut e = TaskExit::new();
+                // containerd's `id` is the container id for the init, else the exec id.
+                e.id = if exec_id.is_empty() {
+                    id.clone()
+                } else {
+                    exec_id
+                };
+                e.container_id = id;
+                e.pid = pid;
+                e.exit_status = exit.code;
+                e.exited_at = timestamp(Some(exit.at));
+                self.send(e)
+            }
+            TaskEvent::Paused { id } => {
+                let mut e = TaskPaused::new();
+                e.container_id = id;
+                self.send(e)
+            }
+            TaskEvent::Resumed { id } => {
+                let mut e = TaskResumed::new();
+                e.container_id = id;
+                self.send(e)
+            }
+            TaskEvent::Oom { id } => {
+                let mut e = TaskOOM::new();
+                e.container_id = id;
+                self.send(e)
+            }
+            TaskEvent::Delete { id, pid, exit } => {
+                let mut e = TaskDelete::new();
+                e.container_id = id.clone();
+                e.id = id;
+                e.pid = pid;
+                e.exit_status = exit.map(|x| x.code).unwrap_or(0);
+                e.exited_at = timestamp(exit.map(|x| x.at));
+                self.send(e)
+            }
         }
     }
 }
@@ -103,7 +205,7 @@ async fn forward_all(address: String, namespace: String, mut rx: mpsc::Unbounded
     while let Some(ev) = rx.recv().await {
         let mut req = ForwardRequest::new();
         let mut env = Envelope::new();
-        env.timestamp = super::convert::timestamp(Some(ev.at));
+        env.timestamp = timestamp(Some(ev.at));
         env.namespace = namespace.clone();
         env.topic = ev.topic.clone();
         env.event = MessageField::some(ev.event);
