@@ -21,7 +21,9 @@
 #                       target/release); PVE_PROFILE the PVE version the double plays (pve9.1)
 #      PVELXC_INIT_BIN  the static pvelxc-init (default target/x86_64-unknown-linux-gnu/dist/pvelxc-init)
 #      PEER_LIB (default ../shared/peer), PEER_EXPECTED_DIR (default tests/peer-expected),
-#      PEER_FLAKY_RETRIES, PEER_ALLOW_IMPROVEMENT, PEER_LOG_ONLY=<go test -v log> (gate an existing
+#      PEER_ONLY=TestName (run just that test, PEER_REPEAT times (default 1), print each result,
+#      no gate: for chasing one test), PEER_FLAKY_RETRIES, PEER_ALLOW_IMPROVEMENT,
+#      PEER_LOG_ONLY=<go test -v log> (gate an existing
 #      log of the path given as $1 without running anything: for checking this script and the files)
 set -euo pipefail
 REPO_ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -154,6 +156,20 @@ path() {
     local label=${2:-$1} exp=$EXPECTED_DIR/$1.txt got=$WORK/got-${2:-$1}.txt
     [ -f "$exp" ] || { echo "peer[$label]: no expected-results file $exp" >&2; return 1; }
     check_expected_file "$exp" || return 1
+    if [ -n "${PEER_ONLY:-}" ]; then
+        local lib i r fails=0
+        lib=$(only_test_harness "$PEER_ONLY") || { echo "PEER_ONLY: not a test name: $PEER_ONLY" >&2; return 1; }
+        for i in $(seq 1 "${PEER_REPEAT:-1}"); do
+            reset
+            run_suite "$label $PEER_ONLY $i" "$got" "$lib" || return 1
+            r=$(awk -v t="$PEER_ONLY" '$1 == t {print $2}' "$got")
+            echo "peer[$label]: $PEER_ONLY run $i: ${r:-NONE}"
+            [ "$r" = PASS ] || fails=$((fails + 1))
+        done
+        echo "peer[$label]: $PEER_ONLY failed $fails of ${PEER_REPEAT:-1} runs (no gate: PEER_ONLY)"
+        [ "$fails" = 0 ]
+        return
+    fi
     reset
     run_suite "$label" "$got" || return 1
     rerun_flaky "$label" "$got" "$exp" || return 1

@@ -50,10 +50,6 @@ impl Proc {
         self.state().clone()
     }
 
-    pub fn apply(&self, t: Transition) -> Result<()> {
-        self.state().apply(t)
-    }
-
     /// Apply `t` and publish its event under the state lock, so no other transition of this
     /// process (an exit racing a pause, say) can publish its event in between.
     pub fn apply_publishing(

@@ -60,9 +60,9 @@ impl Backend for FakeBackend {
         let (tx, rx) = oneshot::channel();
         let inst = Arc::new(FakeInstance {
             init: Mutex::new(Some(tx)),
-            execs: Mutex::new(HashMap::new()),
+            execs: Arc::default(),
             next_pid: AtomicU32::new(101),
-            dead: AtomicBool::new(false),
+            dead: Arc::default(),
             delay: self.exit_delay.load(Ordering::SeqCst),
             calls: Mutex::new(Vec::new()),
         });
@@ -83,11 +83,13 @@ fn spawned(pid: u32, rx: oneshot::Receiver<Exit>) -> Spawned {
     }
 }
 
+type ExitSenders = Arc<Mutex<HashMap<String, oneshot::Sender<Exit>>>>;
+
 pub struct FakeInstance {
     init: Mutex<Option<oneshot::Sender<Exit>>>,
-    execs: Mutex<HashMap<String, oneshot::Sender<Exit>>>,
+    execs: ExitSenders,
     next_pid: AtomicU32,
-    dead: AtomicBool,
+    dead: Arc<AtomicBool>,
     delay: u32,
     pub calls: Mutex<Vec<String>>,
 }
@@ -108,19 +110,27 @@ impl FakeInstance {
         });
     }
 
-    /// The init ends: like a CT or a pid namespace, every exec ends with it.
+    /// The init ends `delay` scheduler turns from now (a signal takes a while to kill a
+    /// container): like a CT or a pid namespace, every exec then ends with it.
     pub fn end_init(&self, code: u32) {
-        let execs: Vec<_> = {
-            let mut m = self.execs.lock().expect("execs");
-            self.dead.store(true, Ordering::SeqCst);
-            m.drain().collect()
+        let Some(init) = self.init.lock().expect("init").take() else {
+            return;
         };
-        for (_, tx) in execs {
-            self.fire(tx, 137);
-        }
-        if let Some(tx) = self.init.lock().expect("init").take() {
-            self.fire(tx, code);
-        }
+        let (execs, dead, delay) = (self.execs.clone(), self.dead.clone(), self.delay);
+        tokio::spawn(async move {
+            for _ in 0..delay {
+                tokio::task::yield_now().await;
+            }
+            let ended: Vec<_> = {
+                let mut m = execs.lock().expect("execs");
+                dead.store(true, Ordering::SeqCst);
+                m.drain().collect()
+            };
+            for (_, tx) in ended {
+                let _ = tx.send(Exit::new(137));
+            }
+            let _ = init.send(Exit::new(code));
+        });
     }
 
     pub fn end_exec(&self, exec_id: &str, code: u32) {
@@ -139,15 +149,21 @@ impl Instance for FakeInstance {
 
     async fn exec(&self, exec_id: &str, _: &Process, _: &StdioPaths) -> Result<Spawned> {
         self.call(format!("exec {exec_id}"));
-        let mut m = self.execs.lock().expect("execs");
-        if self.dead.load(Ordering::SeqCst) {
-            return Err(Error::FailedPrecondition(
-                "the container has stopped".into(),
-            ));
+        let rx = {
+            let mut m = self.execs.lock().expect("execs");
+            if self.dead.load(Ordering::SeqCst) {
+                return Err(Error::FailedPrecondition(
+                    "the container has stopped".into(),
+                ));
+            }
+            let (tx, rx) = oneshot::channel();
+            m.insert(exec_id.to_string(), tx);
+            rx
+        };
+        // The process runs; setting up the rest takes a while (an init may die meanwhile).
+        for _ in 0..self.delay {
+            tokio::task::yield_now().await;
         }
-        let (tx, rx) = oneshot::channel();
-        m.insert(exec_id.to_string(), tx);
-        drop(m);
         Ok(spawned(self.next_pid.fetch_add(1, Ordering::SeqCst), rx))
     }
 

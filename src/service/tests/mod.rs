@@ -172,9 +172,9 @@ fn wrong_calls_get_their_codes_and_change_nothing() {
             h.svc.create(bad).await.expect_err("bundle").code(),
             Code::INVALID_ARGUMENT
         );
-        let b = fake::bundle(h.dir.path());
-        std::fs::write(b.join("config.json"), b"{not json").expect("write");
-        let e = h.svc.create(h.request("c2")).await.expect_err("malformed");
+        let req = h.request("c2");
+        std::fs::write(req.bundle.join("config.json"), b"{not json").expect("write");
+        let e = h.svc.create(req).await.expect_err("malformed");
         assert_eq!(e.code(), Code::INVALID_ARGUMENT);
         assert!(e.to_string().contains("malformed"), "{e}");
         assert!(
