@@ -83,6 +83,12 @@ run_suite() {
     log=$(sed -n 's/^log: //p' "$raw" | tail -n 1)
     [ -f "$log" ] || { echo "peer[$label]: run.sh named no log" >&2; return 1; }
     results_of "$log" >"$out"
+    # What each failed test said (go test prints a test's log lines under its --- FAIL line),
+    # so a CI log alone tells why.
+    local t
+    for t in $(awk '$2 == "FAIL" {print $1}' "$out"); do
+        grep -A8 -- "^--- FAIL: $t " "$log" | grep -v '^--- PASS' | sed "s/^/peer[$label]: | /" || true
+    done
 }
 
 # A copy of the harness whose managed mode runs only TEST (run.sh has no selection of its own in
