@@ -4,7 +4,7 @@
 //! Everything protocol-shaped stays in `service/`; backends see plain Rust types.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -22,8 +22,11 @@ use crate::sys::stdio::{ProcessIo, StdioPaths};
 pub mod crun;
 pub mod executable;
 pub mod pct;
+pub mod record;
 pub mod registry;
 pub mod vm;
+
+pub use record::{BackendState, BundleRecord, Recorder};
 
 /// One rootfs mount as containerd hands it over in CreateTask.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,6 +46,8 @@ pub struct CreateRequest {
     pub stdio: StdioPaths,
     pub options: RuntimeOptions,
     pub config: Arc<Config>,
+    /// Where the backend records what a crash would leave behind (`record.rs`).
+    pub record: Arc<Recorder>,
 }
 
 /// Resolves once, when the process has ended.
@@ -104,71 +109,4 @@ pub trait Instance: Send + Sync {
     async fn delete(&self, force: bool) -> Result<()>;
     /// OOM kills in the container, one message each; taken once by the service.
     fn oom_events(&self) -> Option<mpsc::UnboundedReceiver<()>>;
-}
-
-/// What the shim persists in the bundle so that every later call, and the `delete` action of a
-/// fresh shim process, reach the same backend with the same settings.
-#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct BundleRecord {
-    pub backend: Option<BackendKind>,
-    pub namespace: String,
-    pub id: String,
-    pub config_path: Option<String>,
-    /// Backend-specific facts (runtime binary and root, VMID, ...).
-    #[serde(default)]
-    pub data: HashMap<String, String>,
-}
-
-pub const RECORD_FILE: &str = "pvelxc.json";
-
-impl BundleRecord {
-    pub fn path(bundle: &Path) -> PathBuf {
-        bundle.join(RECORD_FILE)
-    }
-
-    pub fn load(bundle: &Path) -> Result<Option<BundleRecord>> {
-        let p = Self::path(bundle);
-        match std::fs::read(&p) {
-            Ok(b) => Ok(Some(serde_json::from_slice(&b).map_err(|e| {
-                crate::error::Error::internal(format!("corrupt {}: {e}", p.display()))
-            })?)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(crate::error::Error::io(format!("read {}", p.display()), e)),
-        }
-    }
-
-    /// Write atomically (tmp + rename) so a crash never leaves half a record.
-    pub fn save(&self, bundle: &Path) -> Result<()> {
-        let p = Self::path(bundle);
-        let tmp = bundle.join(format!(".{RECORD_FILE}.tmp"));
-        let data = serde_json::to_vec_pretty(self)?;
-        std::fs::write(&tmp, data)
-            .and_then(|_| std::fs::rename(&tmp, &p))
-            .map_err(|e| crate::error::Error::io(format!("write {}", p.display()), e))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn record_round_trip() {
-        let dir = std::env::temp_dir().join(format!("pvelxc-rec-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("dir");
-        assert_eq!(BundleRecord::load(&dir).expect("load"), None);
-        let mut r = BundleRecord {
-            backend: Some(BackendKind::Crun),
-            namespace: "default".into(),
-            id: "c1".into(),
-            ..Default::default()
-        };
-        r.data
-            .insert("root".into(), "/run/pvelxc/crun/default".into());
-        r.save(&dir).expect("save");
-        assert_eq!(BundleRecord::load(&dir).expect("load"), Some(r));
-        std::fs::write(BundleRecord::path(&dir), b"{").expect("corrupt");
-        assert!(BundleRecord::load(&dir).is_err());
-        let _ = std::fs::remove_dir_all(&dir);
-    }
 }

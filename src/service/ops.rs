@@ -10,7 +10,7 @@ use containerd_shim::ExitSignal;
 use super::model::{CreateTask, EventSink, ExecTask, ProcInfo, TaskEvent};
 use super::process::{Container, Proc};
 use super::state::{Status, Transition};
-use crate::backend::{registry, Backend, BundleRecord, CreateRequest, Spawned, Target};
+use crate::backend::{registry, Backend, BundleRecord, CreateRequest, Recorder, Spawned, Target};
 use crate::config::{BackendKind, Config};
 use crate::error::{Error, Result};
 use crate::router;
@@ -105,14 +105,16 @@ impl Service {
             decision.reason
         );
         let backend = lookup(decision.backend);
-        BundleRecord {
-            backend: Some(decision.backend),
-            namespace: self.namespace.clone(),
-            id: req.id.clone(),
-            config_path: loaded.path.map(|p| p.display().to_string()),
-            data: HashMap::new(),
-        }
-        .save(&bundle)?;
+        let record = Arc::new(Recorder::start(
+            &bundle,
+            BundleRecord {
+                backend: Some(decision.backend),
+                namespace: self.namespace.clone(),
+                id: req.id.clone(),
+                config_path: loaded.path.map(|p| p.display().to_string()),
+                ..Default::default()
+            },
+        )?);
 
         let stdio = req.stdio.clone();
         let (instance, spawned) = backend
@@ -125,6 +127,7 @@ impl Service {
                 stdio: stdio.clone(),
                 options: opts,
                 config,
+                record,
             })
             .await?;
         let Spawned { pid, io, exit } = spawned;

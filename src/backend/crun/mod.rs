@@ -11,7 +11,8 @@ use containerd_shim_protos::protobuf::well_known_types::any::Any;
 use oci_spec::runtime::{LinuxResources, Process};
 use tokio::sync::mpsc;
 
-use super::{Backend, BundleRecord, CreateRequest, Instance, Spawned, Target};
+use super::record::OciRecord;
+use super::{Backend, BackendState, BundleRecord, CreateRequest, Instance, Spawned, Target};
 use crate::config::{BackendKind, Config};
 use crate::error::{Error, Result};
 use crate::sys::cgroup::Cgroup;
@@ -35,13 +36,13 @@ impl OciBackend {
             _ => &config.crun,
         }
     }
+}
 
-    fn runtime(&self, record: &BundleRecord, bundle: &Path) -> Runtime {
-        Runtime {
-            binary: record.data.get("binary").cloned().unwrap_or_default(),
-            root: record.data.get("root").cloned().unwrap_or_default(),
-            log: bundle.join("log.json").into_os_string(),
-        }
+fn runtime(rec: &OciRecord, bundle: &Path) -> Runtime {
+    Runtime {
+        binary: rec.binary.clone(),
+        root: rec.root.clone(),
+        log: bundle.join("log.json").into_os_string(),
     }
 }
 
@@ -78,11 +79,9 @@ impl Backend for OciBackend {
         std::fs::create_dir_all(&root)
             .map_err(|e| Error::io(format!("create runtime root {root}"), e))?;
 
-        let mut record = BundleRecord::load(&req.bundle)?.unwrap_or_default();
-        record.data.insert("binary".into(), binary);
-        record.data.insert("root".into(), root);
-        record.save(&req.bundle)?;
-        let rt = self.runtime(&record, &req.bundle);
+        let oci = OciRecord { binary, root };
+        req.record.set(BackendState::Oci(oci.clone()))?;
+        let rt = runtime(&oci, &req.bundle);
 
         let rootfs = req.bundle.join("rootfs");
         mount::mount_rootfs(&req.rootfs, &rootfs).await?;
@@ -150,7 +149,11 @@ impl Backend for OciBackend {
 
     async fn cleanup(&self, record: &BundleRecord, _config: &Config) -> Result<()> {
         let bundle = std::env::current_dir().map_err(|e| Error::io("cwd", e))?;
-        let rt = self.runtime(record, &bundle);
+        let oci = match record.backend_state() {
+            BackendState::Oci(o) => o,
+            _ => OciRecord::default(),
+        };
+        let rt = runtime(&oci, &bundle);
         if !rt.binary.is_empty() {
             match rt.run(["delete", "--force", record.id.as_str()]).await {
                 Ok(_) | Err(Error::NotFound(_)) => {}

@@ -1,7 +1,7 @@
 //! The pct [`Backend`]: create (see [`create`](super::create)), crash cleanup, and the
 //! destroy both share — which never touches a CT that is not provably this shim's.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -15,16 +15,12 @@ use super::pve::{cluster, ctconf};
 use super::runner::Pct;
 use super::vmid::{Allocator, Vmid, VmidRange};
 use super::{create, ctdir, ctl, spec};
-use crate::backend::{Backend, BundleRecord, CreateRequest, Instance, Spawned};
+use crate::backend::{Backend, BackendState, BundleRecord, CreateRequest, Instance, Spawned};
 use crate::config::{BackendKind, Config, PctConfig};
 use crate::error::{Error, Result};
 use crate::sys::cgroup::Cgroup;
 use crate::sys::reaper;
 
-pub const KEY_VMID: &str = "vmid";
-pub const KEY_DIR: &str = "dir";
-/// The CT's ownership tag (`pvelxc-<hex>` in its `tags`), proof that a VMID is still ours.
-pub const KEY_TOKEN: &str = "token";
 /// Reservations outlive the CT's creation: released when it is destroyed.
 const RESERVATION_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 
@@ -275,22 +271,26 @@ impl Backend for PctBackend {
         if let Ok(cwd) = std::env::current_dir() {
             let _ = crate::sys::mount::unmount_all(&cwd.join("rootfs"));
         }
-        let Some(vmid) = record
-            .data
-            .get(KEY_VMID)
-            .and_then(|v| v.parse::<Vmid>().ok())
-        else {
+        let BackendState::Pct(rec) = record.backend_state() else {
+            return Ok(());
+        };
+        let Ok(vmid) = Vmid::new(rec.vmid) else {
+            log::warn!(
+                "cleanup {}: recorded VMID {} is not valid",
+                record.id,
+                rec.vmid
+            );
             return Ok(());
         };
         let cfg = &config.pct;
         let dir = ctdir::path(Path::new(&cfg.state_dir), vmid);
         // Only ever remove the directory the record names if it is the one for this VMID.
-        let recorded = record.data.get(KEY_DIR).map(PathBuf::from);
-        let dir = match recorded {
-            Some(d) if d.is_absolute() && d.file_name() == dir.file_name() => d,
-            _ => dir,
+        let dir = if rec.dir.is_absolute() && rec.dir.file_name() == dir.file_name() {
+            rec.dir
+        } else {
+            dir
         };
-        let token = record.data.get(KEY_TOKEN).cloned().unwrap_or_default();
+        let token = rec.token;
         destroy(&Pct::new(cfg), &allocator(cfg)?, vmid, &dir, &token).await
     }
 }

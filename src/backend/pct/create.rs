@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::backend::{allocator, destroy, release, KEY_DIR, KEY_TOKEN, KEY_VMID};
+use super::backend::{allocator, destroy, release};
 use super::cmd::{CreateArgs, PctCommand};
 use super::ctdir::{self, CtDir, CT_DIR};
 use super::output::PctError;
@@ -19,7 +19,8 @@ use super::pve::{ctconf, storage, version};
 use super::runner::Pct;
 use super::vmid::{self, Allocator, RetryPolicy, Vmid};
 use super::{ctl, spec, template};
-use crate::backend::{BundleRecord, CreateRequest};
+use crate::backend::record::PctRecord;
+use crate::backend::{BackendState, CreateRequest, Recorder};
 use crate::error::{Error, Result};
 
 /// A fresh ownership tag for one CT: `pvelxc-` + 12 hex digits.
@@ -74,7 +75,7 @@ async fn allocate(
 pub struct Made {
     pub pct: Pct,
     pub alloc: Allocator,
-    pub bundle: PathBuf,
+    pub record: Arc<Recorder>,
     pub vmid: Vmid,
     pub token: String,
     pub dir: Arc<CtDir>,
@@ -86,7 +87,7 @@ impl Made {
     /// someone else may get).
     pub async fn rollback(self, why: &Error) {
         log::warn!("CT {}: rolling back the create: {why}", self.vmid);
-        if let Err(e) = record_vmid(&self.bundle, None) {
+        if let Err(e) = record_vmid(&self.record, None) {
             log::warn!("CT {}: rollback: clear the bundle record: {e}", self.vmid);
         }
         if let Err(e) = destroy(
@@ -103,19 +104,16 @@ impl Made {
     }
 }
 
-fn record_vmid(bundle: &Path, ct: Option<(Vmid, &str, &Path)>) -> Result<()> {
-    let mut record = BundleRecord::load(bundle)?.unwrap_or_default();
-    for k in [KEY_VMID, KEY_TOKEN, KEY_DIR] {
-        record.data.remove(k);
-    }
-    if let Some((vmid, token, dir)) = ct {
-        record.data.insert(KEY_VMID.into(), vmid.to_string());
-        record.data.insert(KEY_TOKEN.into(), token.to_string());
-        record
-            .data
-            .insert(KEY_DIR.into(), dir.display().to_string());
-    }
-    record.save(bundle)
+/// Name the CT in the bundle record (Some) or forget it (None).
+fn record_vmid(rec: &Recorder, ct: Option<(Vmid, &str, &Path)>) -> Result<()> {
+    rec.set(match ct {
+        Some((vmid, token, dir)) => BackendState::Pct(PctRecord {
+            vmid: vmid.get(),
+            token: token.to_string(),
+            dir: dir.to_path_buf(),
+        }),
+        None => BackendState::None,
+    })
 }
 
 /// Everything up to a created, configured (not yet started) CT.
@@ -188,12 +186,12 @@ pub async fn create_ct(req: &CreateRequest) -> Result<(Made, std::os::unix::net:
         let made = Made {
             pct: pct.clone(),
             alloc: alloc.clone(),
-            bundle: req.bundle.clone(),
+            record: req.record.clone(),
             vmid,
             token: token.clone(),
             dir: Arc::new(dir),
         };
-        if let Err(e) = record_vmid(&req.bundle, Some((vmid, &token, made.dir.path()))) {
+        if let Err(e) = record_vmid(&req.record, Some((vmid, &token, made.dir.path()))) {
             made.rollback(&e).await;
             return Err(e);
         }
@@ -234,7 +232,7 @@ pub async fn create_ct(req: &CreateRequest) -> Result<(Made, std::os::unix::net:
                     made.rollback(&e).await;
                 } else {
                     ctdir::remove(made.dir.path())?;
-                    record_vmid(&req.bundle, None)?;
+                    record_vmid(&req.record, None)?;
                     release(&alloc, vmid);
                 }
                 match f.kind {

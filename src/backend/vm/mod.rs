@@ -43,16 +43,12 @@ use pvelxc_agent::host::{Share, ShareSecurity, Vm, VmConfig};
 use tokio::io::unix::AsyncFd;
 use tokio::sync::watch;
 
-use super::{Backend, BundleRecord, CreateRequest, Instance, Spawned};
+use super::record::VmRecord;
+use super::{Backend, BackendState, BundleRecord, CreateRequest, Instance, Spawned};
 use crate::config::{BackendKind, Config};
 use crate::error::{Error, Result};
 use crate::sys::mount;
 use instance::{InitState, Shared, VmInstance};
-
-/// Record keys.
-const DATA_STATE_DIR: &str = "state_dir";
-const DATA_QEMU_PID: &str = "qemu_pid";
-const DATA_CGROUP: &str = "cgroup";
 
 pub struct VmBackend;
 
@@ -87,11 +83,11 @@ impl Backend for VmBackend {
             .mode(0o700)
             .create(&state_dir)
             .map_err(|e| Error::io(format!("create {}", state_dir.display()), e))?;
-        let mut record = BundleRecord::load(&req.bundle)?.unwrap_or_default();
-        record
-            .data
-            .insert(DATA_STATE_DIR.into(), state_dir.display().to_string());
-        record.save(&req.bundle)?;
+        let mut record = VmRecord {
+            state_dir: state_dir.clone(),
+            ..Default::default()
+        };
+        req.record.set(BackendState::Vm(record.clone()))?;
 
         let security = if s.share_security == "passthrough" {
             ShareSecurity::Passthrough
@@ -195,10 +191,10 @@ impl Backend for VmBackend {
             .map_err(|e| undo(e.context("create the QEMU cgroup")))?;
         cfg.cgroup_procs = cg.procs_files();
         *cg_slot.lock().unwrap_or_else(|p| p.into_inner()) = Some(cg.clone());
-        record
-            .data
-            .insert(DATA_CGROUP.into(), cg_rel.display().to_string());
-        record.save(&req.bundle).map_err(undo)?;
+        record.cgroup = Some(cg_rel.display().to_string());
+        req.record
+            .set(BackendState::Vm(record.clone()))
+            .map_err(undo)?;
         log::info!(
             "{}: booting VM ({:?}, {} MiB, {} vCPU, {} extra mounts{}, 9p {:?}, QEMU as {:?}, cgroup {})",
             req.id,
@@ -232,10 +228,8 @@ impl Backend for VmBackend {
             req.id,
             vm.boot_time().as_secs_f64()
         );
-        record
-            .data
-            .insert(DATA_QEMU_PID.into(), qemu_pid.to_string());
-        if let Err(e) = record.save(&req.bundle) {
+        record.qemu_pid = Some(qemu_pid);
+        if let Err(e) = req.record.set(BackendState::Vm(record)) {
             let _ = vm.shutdown().await;
             return Err(undo(e));
         }
@@ -285,12 +279,9 @@ impl Backend for VmBackend {
 
     async fn cleanup(&self, record: &BundleRecord, _config: &Config) -> Result<()> {
         let bundle = std::env::current_dir().map_err(|e| Error::io("cwd", e))?;
-        if let Some(dir) = record.data.get(DATA_STATE_DIR).map(Path::new) {
-            let recorded = record
-                .data
-                .get(DATA_QEMU_PID)
-                .and_then(|p| p.parse::<u32>().ok());
-            if let Some(pid) = recorded {
+        if let BackendState::Vm(rec) = record.backend_state() {
+            let dir = rec.state_dir.as_path();
+            if let Some(pid) = rec.qemu_pid {
                 if state::kill_qemu(pid, dir).await {
                     log::info!("cleanup {}: killed QEMU {pid}", record.id);
                 }
@@ -302,9 +293,9 @@ impl Backend for VmBackend {
                 }
             }
             state::remove_dir(dir)?;
-        }
-        if let Some(rel) = record.data.get(DATA_CGROUP) {
-            cgroup::QemuCgroup::existing(Path::new(rel)).remove();
+            if let Some(rel) = &rec.cgroup {
+                cgroup::QemuCgroup::existing(Path::new(rel)).remove();
+            }
         }
         mount::unmount_all(&bundle.join("rootfs"))
     }
