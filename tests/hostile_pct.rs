@@ -4,6 +4,10 @@
 //! ctr, then checks the host, the shim's responsiveness and memory, and the other CTs.
 //! Template isolation (same metadata, different bytes) is in tests/pct_ctr.rs.
 
+// An integration test crate: a failed step panics with its context. (The workspace denies
+// unwrap/expect in shipped code; clippy.toml allows them only in #[test] functions.)
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::pve::*;

@@ -8,6 +8,10 @@
 //! VM tests run one at a time (TCG on shared cores). `vm_bench` (ignored) prints start-to-output
 //! latency and QEMU RSS: `cargo test --release --test vm_ctr -- --ignored --nocapture vm_bench`.
 
+// An integration test crate: a failed step panics with its context. (The workspace denies
+// unwrap/expect in shipped code; clippy.toml allows them only in #[test] functions.)
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::vm::*;

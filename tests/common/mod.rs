@@ -1459,6 +1459,7 @@ impl PtySession {
         assert_eq!(rc, 0, "openpty failed: {}", std::io::Error::last_os_error());
         // SAFETY: fresh fds from openpty, owned from here on.
         let master = unsafe { OwnedFd::from_raw_fd(master) };
+        // SAFETY: as above, the other fresh fd of the pair.
         let slave = unsafe { OwnedFd::from_raw_fd(slave) };
         // SAFETY: set close-on-exec on the master so the child does not inherit it.
         unsafe {
