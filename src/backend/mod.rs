@@ -9,13 +9,13 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use containerd_shim_protos::protobuf::well_known_types::any::Any;
 use oci_spec::runtime::{LinuxResources, Process, Spec};
 use tokio::sync::mpsc;
 
 use crate::config::{BackendKind, Config};
 use crate::error::Result;
 use crate::options::RuntimeOptions;
+use crate::sys::cgroup::Metrics;
 use crate::sys::reaper::Exit;
 use crate::sys::stdio::{ProcessIo, StdioPaths};
 
@@ -102,8 +102,8 @@ pub trait Instance: Send + Sync {
     async fn resume(&self) -> Result<()>;
     /// Host pids of every process in the container.
     async fn pids(&self) -> Result<Vec<u32>>;
-    /// Metrics as containerd expects them (cgroups v1 or v2 Metrics in an Any).
-    async fn stats(&self) -> Result<Any>;
+    /// Metrics of the container (cgroup v1/v2 shaped; the service encodes them).
+    async fn stats(&self) -> Result<Metrics>;
     async fn update(&self, resources: &LinuxResources) -> Result<()>;
     /// Tear the container down; its init has exited (or `force`).
     async fn delete(&self, force: bool) -> Result<()>;

@@ -6,6 +6,7 @@
 //! through a lookup, so it runs under unit tests (`tests.rs`) without containerd or root.
 
 mod convert;
+mod metrics;
 mod model;
 mod ops;
 mod process;
@@ -207,11 +208,14 @@ impl Task for Service {
         _: &TtrpcContext,
         req: api::StatsRequest,
     ) -> TtrpcResult<api::StatsResponse> {
-        let r = self.stats(&req.id).await.map(|any| {
-            let mut r = api::StatsResponse::new();
-            r.stats = containerd_shim_protos::protobuf::MessageField::some(any);
-            r
-        });
+        let r = match self.stats(&req.id).await {
+            Ok(m) => metrics::encode(&m).map(|any| {
+                let mut r = api::StatsResponse::new();
+                r.stats = containerd_shim_protos::protobuf::MessageField::some(any);
+                r
+            }),
+            Err(e) => Err(e),
+        };
         edge("stats", r)
     }
 

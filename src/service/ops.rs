@@ -425,11 +425,7 @@ impl Service {
         Ok(p.wait().await)
     }
 
-    /// Metrics as the backend built them (cgroup v1/v2 Metrics in an Any).
-    pub async fn stats(
-        &self,
-        id: &str,
-    ) -> Result<containerd_shim_protos::protobuf::well_known_types::any::Any> {
+    pub async fn stats(&self, id: &str) -> Result<crate::sys::cgroup::Metrics> {
         self.container(id)?.instance.stats().await
     }
 

@@ -7,7 +7,6 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use containerd_shim_protos::protobuf::well_known_types::any::Any;
 use oci_spec::runtime::{LinuxResources, Process};
 use tokio::sync::mpsc;
 
@@ -16,6 +15,7 @@ use super::{Backend, BackendState, BundleRecord, CreateRequest, Instance, Spawne
 use crate::config::{BackendKind, Config};
 use crate::error::{Error, Result};
 use crate::sys::cgroup::Cgroup;
+use crate::sys::cgroup::Metrics;
 use crate::sys::console::ConsoleSocket;
 use crate::sys::stdio::{ProcessIo, StdioPaths};
 use crate::sys::{command, fdio, mount, reaper};
@@ -403,12 +403,12 @@ impl Instance for OciInstance {
         Ok(pids)
     }
 
-    async fn stats(&self) -> Result<Any> {
+    async fn stats(&self) -> Result<Metrics> {
         let cg = match &self.cgroup {
             Some(c) => c.clone(),
             None => Cgroup::of_pid(self.pid)?,
         };
-        cg.metrics()
+        Ok(cg.metrics())
     }
 
     async fn update(&self, resources: &LinuxResources) -> Result<()> {

@@ -5,7 +5,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use containerd_shim_protos::protobuf::well_known_types::any::Any;
 use oci_spec::runtime::{LinuxResources, Process};
 use tokio::sync::mpsc;
 
@@ -19,6 +18,7 @@ use super::{backend, ctcg, ctl, exec, spec};
 use crate::backend::{executable, Instance, Spawned, Target};
 use crate::error::{Error, Result};
 use crate::sys::cgroup::Cgroup;
+use crate::sys::cgroup::Metrics;
 use crate::sys::stdio::StdioPaths;
 
 pub struct PctInstance {
@@ -116,13 +116,13 @@ impl Instance for PctInstance {
         Ok(pids)
     }
 
-    async fn stats(&self) -> Result<Any> {
+    async fn stats(&self) -> Result<Metrics> {
         // The CT-level cgroup: `pct set` puts the limits there, not on `ns` below it.
         let cg = match &self.cgroup {
             Some(c) => c.clone(),
             None => Cgroup::of_pid(self.ctl.host_pid)?,
         };
-        ctcg::ct_level_cgroup(&cg).metrics()
+        Ok(ctcg::ct_level_cgroup(&cg).metrics())
     }
 
     async fn update(&self, resources: &LinuxResources) -> Result<()> {

@@ -11,7 +11,6 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use containerd_shim_protos::protobuf::well_known_types::any::Any;
 use oci_spec::runtime::{LinuxResources, Process};
 use pvelxc_agent::host::Vm;
 use pvelxc_agent::proto;
@@ -21,6 +20,7 @@ use super::io::{self, HostEnds};
 use super::{errors, metrics, spec, state};
 use crate::backend::{Instance, Spawned, Target};
 use crate::error::{Error, Result};
+use crate::sys::cgroup::Metrics;
 use crate::sys::mount;
 use crate::sys::reaper::Exit;
 use crate::sys::stdio::StdioPaths;
@@ -353,10 +353,10 @@ impl Instance for VmInstance {
         Ok(out)
     }
 
-    async fn stats(&self) -> Result<Any> {
+    async fn stats(&self) -> Result<Metrics> {
         let host = metrics::host_figures(self.shared.qemu_pid);
         if self.paused.load(Ordering::SeqCst) {
-            return metrics::encode(None, host);
+            return Ok(metrics::figures(None, host));
         }
         let s = self
             .shared
@@ -364,7 +364,7 @@ impl Instance for VmInstance {
             .stats()
             .await
             .map_err(|e| errors::map(e).context("read the VM's figures"))?;
-        metrics::encode(Some(&s), host)
+        Ok(metrics::figures(Some(&s), host))
     }
 
     async fn update(&self, resources: &LinuxResources) -> Result<()> {

@@ -1,11 +1,9 @@
 //! Guest figures (and QEMU's host-side ones) as containerd's cgroups v1 `Metrics`.
 
-use containerd_shim_protos::cgroups::metrics as v1;
-use containerd_shim_protos::protobuf::well_known_types::any::Any;
-use containerd_shim_protos::protobuf::{Message, MessageField};
 use pvelxc_agent::proto::Stats;
 
-use crate::error::{Error, Result};
+use crate::sys::cgroup::types::{Pids, V1Cpu, V1CpuUsage, V1Memory, V1Metrics};
+use crate::sys::cgroup::Metrics;
 
 /// What QEMU itself uses on the host.
 #[derive(Debug, Clone, Copy, Default)]
@@ -39,43 +37,41 @@ pub fn host_figures(pid: u32) -> HostFigures {
 }
 
 /// Metrics from the guest (`Some`) or, when it cannot answer (paused), from QEMU alone.
-pub fn encode(guest: Option<&Stats>, host: HostFigures) -> Result<Any> {
-    let mut m = v1::Metrics::new();
-    let mut mem = v1::MemoryStat::new();
-    let mut usage = v1::MemoryEntry::new();
-    let mut cpu_usage = v1::CPUUsage::new();
+pub fn figures(guest: Option<&Stats>, host: HostFigures) -> Metrics {
+    let mut mem = V1Memory::default();
+    let mut cpu = V1CpuUsage::default();
+    let mut pids = None;
     match guest {
         Some(s) => {
-            usage.usage = s.mem_used_bytes;
-            usage.limit = s.mem_total_bytes;
-            mem.rss = s.mem_used_bytes;
-            mem.total_rss = s.mem_used_bytes;
-            cpu_usage.user = s.cpu_user_ns;
-            cpu_usage.kernel = s.cpu_system_ns;
-            cpu_usage.total = s.cpu_user_ns + s.cpu_system_ns;
-            let mut p = v1::PidsStat::new();
-            p.current = u64::from(s.processes);
-            m.pids = MessageField::some(p);
+            mem.usage.usage = s.mem_used_bytes;
+            mem.usage.limit = s.mem_total_bytes;
+            mem.stat.rss = s.mem_used_bytes;
+            mem.stat.total_rss = s.mem_used_bytes;
+            cpu.user = s.cpu_user_ns;
+            cpu.kernel = s.cpu_system_ns;
+            cpu.total = s.cpu_user_ns + s.cpu_system_ns;
+            pids = Some(Pids {
+                current: u64::from(s.processes),
+                limit: 0,
+            });
         }
         None => {
-            usage.usage = host.rss_bytes;
-            mem.rss = host.rss_bytes;
-            mem.total_rss = host.rss_bytes;
-            cpu_usage.total = host.cpu_ns;
+            mem.usage.usage = host.rss_bytes;
+            mem.stat.rss = host.rss_bytes;
+            mem.stat.total_rss = host.rss_bytes;
+            cpu.total = host.cpu_ns;
         }
     }
-    usage.max = host.rss_bytes.max(usage.usage);
-    mem.usage = MessageField::some(usage);
-    m.memory = MessageField::some(mem);
-    let mut cpu = v1::CPUStat::new();
-    cpu.usage = MessageField::some(cpu_usage);
-    m.cpu = MessageField::some(cpu);
-    let mut any = Any::new();
-    any.type_url = "io.containerd.cgroups.v1.Metrics".into();
-    any.value = m
-        .write_to_bytes()
-        .map_err(|e| Error::internal(format!("encode metrics: {e}")))?;
-    Ok(any)
+    mem.usage.max = host.rss_bytes.max(mem.usage.usage);
+    Metrics::V1(Box::new(V1Metrics {
+        pids,
+        cpu: Some(V1Cpu {
+            usage: cpu,
+            throttling: None,
+        }),
+        memory: Some(mem),
+        memory_oom_control: None,
+    }))
 }
 
 #[cfg(test)]
@@ -92,16 +88,19 @@ mod tests {
             processes: 2,
             ..Default::default()
         };
-        let any = encode(Some(&s), HostFigures::default()).expect("encode");
-        let m = v1::Metrics::parse_from_bytes(&any.value).expect("decode");
-        assert_eq!(m.memory.usage.usage, 20 << 20);
-        assert_eq!(m.memory.usage.limit, 200 << 20);
-        assert_eq!(m.cpu.usage.total, 12);
-        assert_eq!(m.pids.current, 2);
+        let v1 = |m: Metrics| match m {
+            Metrics::V1(m) => m,
+            Metrics::V2(_) => panic!("the vm backend reports v1-shaped metrics"),
+        };
+        let m = v1(figures(Some(&s), HostFigures::default()));
+        let mem = m.memory.expect("memory");
+        assert_eq!(mem.usage.usage, 20 << 20);
+        assert_eq!(mem.usage.limit, 200 << 20);
+        assert_eq!(m.cpu.expect("cpu").usage.total, 12);
+        assert_eq!(m.pids.expect("pids").current, 2);
         let me = host_figures(std::process::id());
         assert!(me.rss_bytes > 0);
-        let any = encode(None, me).expect("encode");
-        let m = v1::Metrics::parse_from_bytes(&any.value).expect("decode");
-        assert_eq!(m.memory.usage.usage, me.rss_bytes);
+        let m = v1(figures(None, me));
+        assert_eq!(m.memory.expect("memory").usage.usage, me.rss_bytes);
     }
 }

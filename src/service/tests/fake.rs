@@ -8,7 +8,6 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use containerd_shim_protos::protobuf::well_known_types::any::Any;
 use oci_spec::runtime::{LinuxResources, Process};
 use tokio::sync::{mpsc, oneshot};
 
@@ -16,6 +15,7 @@ use crate::backend::{Backend, BundleRecord, CreateRequest, Instance, Spawned, Ta
 use crate::config::{BackendKind, Config};
 use crate::error::{Error, Result};
 use crate::service::model::{EventSink, TaskEvent};
+use crate::sys::cgroup::Metrics;
 use crate::sys::reaper::Exit;
 use crate::sys::stdio::{ProcessIo, StdioPaths};
 
@@ -190,8 +190,8 @@ impl Instance for FakeInstance {
         Ok(vec![100])
     }
 
-    async fn stats(&self) -> Result<Any> {
-        Ok(Any::new())
+    async fn stats(&self) -> Result<Metrics> {
+        Ok(Metrics::V2(Box::default()))
     }
 
     async fn update(&self, _: &LinuxResources) -> Result<()> {

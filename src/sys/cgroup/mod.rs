@@ -9,8 +9,6 @@ use std::io::Read;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
-use containerd_shim_protos::protobuf::well_known_types::any::Any;
-use containerd_shim_protos::protobuf::Message;
 use tokio::sync::mpsc;
 
 use crate::error::{Error, Result};
@@ -18,6 +16,9 @@ use crate::error::{Error, Result};
 #[cfg(test)]
 pub(crate) mod fixture;
 mod metrics;
+pub mod types;
+
+pub use types::Metrics;
 #[cfg(test)]
 mod tests;
 
@@ -106,23 +107,12 @@ impl Cgroup {
         }
     }
 
-    /// Metrics in the shape containerd decodes for this cgroup version.
-    pub fn metrics(&self) -> Result<Any> {
-        let (type_url, value) = match self {
-            Cgroup::V1(_) => (
-                "io.containerd.cgroups.v1.Metrics",
-                v1_metrics(self).write_to_bytes(),
-            ),
-            Cgroup::V2(dir) => (
-                "io.containerd.cgroups.v2.Metrics",
-                v2_metrics(dir).write_to_bytes(),
-            ),
-        };
-        let value = value.map_err(|e| Error::internal(format!("encode metrics: {e}")))?;
-        let mut any = Any::new();
-        any.type_url = type_url.into();
-        any.value = value;
-        Ok(any)
+    /// Metrics of this cgroup, in the shape of its version.
+    pub fn metrics(&self) -> Metrics {
+        match self {
+            Cgroup::V1(_) => Metrics::V1(Box::new(v1_metrics(self))),
+            Cgroup::V2(dir) => Metrics::V2(Box::new(v2_metrics(dir))),
+        }
     }
 
     /// A stream of OOM kills in this cgroup (v1: memory.oom_control eventfd; v2: memory.events).

@@ -5,9 +5,6 @@
 
 use std::time::{Duration, Instant};
 
-use containerd_shim_protos::cgroups_v2::metrics as v2;
-use containerd_shim_protos::protobuf::Message;
-
 use super::*;
 use crate::sys::cgroup::fixture::Host;
 
@@ -137,16 +134,16 @@ fn ct_level_is_found_when_the_guest_moved_its_init() {
 fn stats_read_the_ct_level() {
     let (h, cg) = pve9();
     assert_eq!(cg, Cgroup::V2(h.root().join(NS)));
-    let any = ct_level_cgroup(&cg).metrics().expect("metrics");
-    assert_eq!(any.type_url, "io.containerd.cgroups.v2.Metrics");
-    let m = v2::Metrics::parse_from_bytes(&any.value).expect("decode");
+    let crate::sys::cgroup::Metrics::V2(m) = ct_level_cgroup(&cg).metrics() else {
+        panic!("a v2 CT reads as v2");
+    };
     // The fixture's CT-level values (ns has twice each, and no memory limit).
     assert_eq!(m.pids.current, 4);
     assert_eq!(m.memory.usage, 1000);
     assert_eq!(m.memory.usage_limit, 536870912);
     assert_eq!(m.cpu.usage_usec, 70);
     assert_eq!(m.memory_events.oom, 1);
-    assert_eq!(m.io.usage.first().map(|e| e.rbytes), Some(100));
+    assert_eq!(m.io.first().map(|e| e.rbytes), Some(100));
 }
 
 #[test]
