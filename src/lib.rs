@@ -2,6 +2,7 @@
 //! as Proxmox VE CTs via `pct`, or in micro-VMs, choosing per container.
 
 pub mod backend;
+pub mod check;
 pub mod config;
 pub mod error;
 pub mod options;

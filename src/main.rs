@@ -12,9 +12,11 @@ fn main() {
         println!("  Revision: {REVISION}");
         return;
     }
+    if args.get(1).map(String::as_str) == Some("check") {
+        std::process::exit(containerd_shim_pvelxc_v2::check::main(&args[2..]));
+    }
     if args.iter().skip(1).any(|a| a == "-info" || a == "--info") {
-        eprintln!("containerd-shim-pvelxc-v2: -info is not supported (task API v2 shim)");
-        std::process::exit(1);
+        std::process::exit(containerd_shim_pvelxc_v2::check::info::main());
     }
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()

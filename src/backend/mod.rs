@@ -80,6 +80,15 @@ pub trait Backend: Send + Sync {
         Ok(())
     }
 
+    /// What `containerd-shim-pvelxc-v2 check` says about this backend here (read-only).
+    async fn check(&self, config: &Config) -> crate::check::Report {
+        let mut r = crate::check::Report::default();
+        if let Err(why) = self.usable(config) {
+            r.problem(why);
+        }
+        r.done()
+    }
+
     /// Create the container with its init process not yet running user code.
     async fn create(&self, req: CreateRequest) -> Result<(Arc<dyn Instance>, Spawned)>;
 

@@ -56,6 +56,21 @@ impl Backend for OciBackend {
         command::which(&self.settings(config).binary).map(|_| ())
     }
 
+    async fn check(&self, config: &Config) -> crate::check::Report {
+        let mut r = crate::check::Report::default();
+        match command::which(&self.settings(config).binary) {
+            Ok(p) => {
+                let bin = p.display().to_string();
+                match crate::check::version_of(&bin, "--version").await {
+                    Ok(v) => r.fact("binary", format!("{bin} ({v})")),
+                    Err(e) => r.problem(format!("{bin} does not run: {e}")),
+                }
+            }
+            Err(e) => r.problem(e),
+        }
+        r.done()
+    }
+
     async fn create(&self, req: CreateRequest) -> Result<(Arc<dyn Instance>, Spawned)> {
         let settings = self.settings(&req.config);
         let binary = req

@@ -183,6 +183,10 @@ impl Backend for PctBackend {
         spec::reject_pods(annotations)
     }
 
+    async fn check(&self, config: &Config) -> crate::check::Report {
+        super::check::report(&config.pct).await
+    }
+
     async fn create(&self, req: CreateRequest) -> Result<(Arc<dyn Instance>, Spawned)> {
         let owner = format!("{}/{}", req.namespace, req.id);
         let (made, listener) = create::create_ct(&req).await?;

@@ -12,6 +12,7 @@
 //! - [`runner`]: running pct/pvesh; [`cmd`], [`output`], [`vmid`]: argv, parsers, VMIDs.
 
 pub mod backend;
+mod check;
 pub mod cmd;
 pub mod create;
 pub mod ctcg;

@@ -62,6 +62,33 @@ impl Backend for VmBackend {
         assets::check(&config.vm)
     }
 
+    async fn check(&self, config: &Config) -> crate::check::Report {
+        let mut r = crate::check::Report::default();
+        match crate::sys::command::which(&config.vm.qemu) {
+            Ok(q) => {
+                let q = q.display().to_string();
+                match crate::check::version_of(&q, "--version").await {
+                    Ok(v) => r.fact("qemu", format!("{q} ({v})")),
+                    Err(e) => r.problem(e),
+                }
+            }
+            Err(e) => r.problem(format!("QEMU: {e}")),
+        }
+        r.fact(
+            "kvm",
+            match accel::kvm_usable() {
+                Ok(()) => "usable".to_string(),
+                Err(why) => format!("not usable ({why}): TCG, much slower"),
+            },
+        );
+        if let Err(why) = assets::check(&config.vm) {
+            r.problem(why);
+        } else {
+            r.fact("kernel", config.vm.kernel.clone());
+        }
+        r.done()
+    }
+
     async fn create(&self, req: CreateRequest) -> Result<(Arc<dyn Instance>, Spawned)> {
         let s = &req.config.vm;
         let assets = assets::prepare(s).await?;
