@@ -65,10 +65,8 @@ pub fn apply(p: &Prepared) -> Result<(), Failure<'_>> {
         caps::set_keepcaps(true)?;
     }
     // SAFETY: valid slice pointer/len; numeric ids only.
-    check(
-        unsafe { libc::setgroups(p.groups.len(), p.groups.as_ptr()) },
-        "setgroups",
-    )?;
+    let r = unsafe { libc::setgroups(p.groups.len(), p.groups.as_ptr()) };
+    check(r, "setgroups")?;
     // SAFETY: plain syscall.
     check(unsafe { libc::setgid(p.gid) }, "setgid")?;
     // SAFETY: plain syscall.
@@ -85,11 +83,9 @@ pub fn apply(p: &Prepared) -> Result<(), Failure<'_>> {
         }
     }
     if p.no_new_privs {
-        // SAFETY: plain prctl.
-        check(
-            unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) },
-            "prctl(NO_NEW_PRIVS)",
-        )?;
+        // SAFETY: plain prctl with integer arguments.
+        let r = unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) };
+        check(r, "prctl(NO_NEW_PRIVS)")?;
     }
     Ok(())
 }
