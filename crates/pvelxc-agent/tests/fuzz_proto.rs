@@ -5,54 +5,15 @@
 //! A counting global allocator records the largest single allocation made while a decoder
 //! runs, so "a huge declared length or count allocates nothing" is checked, not assumed.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
-use std::io::{Read, Write};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::io::Read;
 
 use proptest::prelude::*;
-use proptest::test_runner::{Config, TestRunner};
 use pvelxc_agent::proto::{
-    clean_text, decode, encode, read_frame, DecodeError, FrameError, FrameReader, Msg, ProcInfo,
-    Process, Rlimit, Stats, Stream, MAX_FRAME, MAX_TEXT,
+    clean_text, decode, encode, read_frame, Capabilities, DecodeError, FrameError, FrameReader,
+    Msg, ProcInfo, Process, Rlimit, Stats, Stream, MAX_FRAME, MAX_TEXT,
 };
 
-struct Counting;
-thread_local! {
-    static ARMED: Cell<bool> = const { Cell::new(false) };
-    static LARGEST: Cell<usize> = const { Cell::new(0) };
-}
-
-fn record(size: usize) {
-    if ARMED.with(Cell::get) {
-        LARGEST.with(|l| l.set(l.get().max(size)));
-    }
-}
-
-/// Run `f` (a decoder call); returns its result and its largest single allocation.
-fn armed<T>(f: impl FnOnce() -> T) -> (T, usize) {
-    LARGEST.with(|l| l.set(0));
-    ARMED.with(|a| a.set(true));
-    let r = f();
-    ARMED.with(|a| a.set(false));
-    (r, LARGEST.with(Cell::get))
-}
-
-// SAFETY: forwards to the system allocator; only records sizes in thread-locals that
-// need no allocation (const-initialised Cells).
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        record(l.size());
-        System.alloc(l)
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        System.dealloc(p, l)
-    }
-    unsafe fn realloc(&self, p: *mut u8, l: Layout, new: usize) -> *mut u8 {
-        record(new);
-        System.realloc(p, l, new)
-    }
-}
+use pvelxc_guest::testutil::{armed, fuzz, Counting};
 
 #[global_allocator]
 static A: Counting = Counting;
@@ -61,37 +22,6 @@ static A: Counting = Counting;
 /// 56-byte struct; `Vec` growth doubles), never in proportion to a declared length.
 fn alloc_cap(n: usize) -> usize {
     8 * n + 4096
-}
-
-fn fuzz<S: Strategy>(
-    name: &str,
-    n: u32,
-    strat: S,
-    test: impl Fn(S::Value) -> Result<(), TestCaseError>,
-) {
-    let n = std::env::var("FUZZ_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(n);
-    let count = AtomicUsize::new(0);
-    let mut runner = TestRunner::new(Config {
-        cases: n,
-        failure_persistence: None,
-        ..Config::default()
-    });
-    let r = runner.run(&strat, |v| {
-        count.fetch_add(1, Ordering::Relaxed);
-        test(v)
-    });
-    // Straight to fd 2: libtest captures eprintln!, and CI logs should show the figures.
-    let _ = writeln!(
-        std::io::stderr(),
-        "fuzz: {name}: {} cases",
-        count.load(Ordering::Relaxed)
-    );
-    if let Err(e) = r {
-        panic!("{name}: {e}");
-    }
 }
 
 fn text() -> impl Strategy<Value = String> {
@@ -108,6 +38,19 @@ fn bytes() -> impl Strategy<Value = Vec<u8>> {
     ]
 }
 
+fn capabilities() -> impl Strategy<Value = Capabilities> {
+    let set = || proptest::collection::vec("(CAP_[A-Z_]{1,10}|.{0,8})", 0..4);
+    (set(), set(), set(), set(), set()).prop_map(
+        |(bounding, effective, inheritable, permitted, ambient)| Capabilities {
+            bounding,
+            effective,
+            inheritable,
+            permitted,
+            ambient,
+        },
+    )
+}
+
 fn process() -> impl Strategy<Value = Process> {
     let strs = || proptest::collection::vec(".{0,12}", 0..5);
     (
@@ -116,9 +59,15 @@ fn process() -> impl Strategy<Value = Process> {
         any::<bool>(),
         proptest::option::of((any::<u16>(), any::<u16>())),
         proptest::collection::vec((".{0,14}", any::<u64>(), any::<u64>()), 0..3),
+        (
+            any::<bool>(),
+            proptest::option::of(any::<u32>()),
+            proptest::option::of(any::<i32>()),
+            proptest::option::of(capabilities()),
+        ),
     )
         .prop_map(
-            |((args, env, cwd, uid, gid), gids, terminal, console_size, rl)| Process {
+            |((args, env, cwd, uid, gid), gids, terminal, console_size, rl, v2)| Process {
                 args,
                 env,
                 cwd,
@@ -131,6 +80,10 @@ fn process() -> impl Strategy<Value = Process> {
                     .into_iter()
                     .map(|(kind, soft, hard)| Rlimit { kind, soft, hard })
                     .collect(),
+                no_new_privileges: v2.0,
+                umask: v2.1,
+                oom_score_adj: v2.2,
+                capabilities: v2.3,
             },
         )
 }

@@ -4,15 +4,16 @@
 //! * [`proto`]: message types, length-prefixed JSON framing (pure encode /
 //!   decode over byte buffers) and blocking `SCM_RIGHTS` send/receive helpers.
 //! * [`process`]: the subset of the OCI runtime-spec `Process` object the init
-//!   applies, plus the helpers that apply it (rlimits, cwd, umask, ids,
-//!   capabilities, no_new_privs, PATH lookup, runc-compatible exec exit codes).
-//! * [`caps`]: OCI capability names ↔ numbers and the capget/capset/prctl calls.
+//!   applies and the helpers that apply it, from the shared `pvelxc-guest` crate
+//!   (which the micro-VM agent uses too), plus the init's `process.json` parser.
+//! * [`caps`]: re-export of `pvelxc_guest::caps` (capability names, capget/capset).
 //!
 //! No tokio here: async host code drives the non-blocking pieces
 //! ([`proto::recv_into`], [`proto::send_frame`]) from its own reactor.
 //! See `PROTOCOL.md` for the process model and the file modes the shim must use.
 
-pub mod caps;
+/// OCI capability names ↔ numbers and the capget/capset/prctl calls (shared crate).
+pub use pvelxc_guest::caps;
 pub mod ct;
 pub mod process;
 pub mod proto;

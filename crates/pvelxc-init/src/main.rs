@@ -59,7 +59,7 @@ fn main() {
 fn exec_main(file: &Path) -> i32 {
     let prepared = match std::fs::read(file)
         .map_err(|e| format!("read {}: {e}", file.display()))
-        .and_then(|b| Process::from_json(&b))
+        .and_then(|b| process::from_json(&b))
         .and_then(|p| process::prepare(&p))
     {
         Ok(p) => p,
@@ -70,10 +70,10 @@ fn exec_main(file: &Path) -> i32 {
     };
     process::reset_signals();
     if let Err(e) = process::apply(&prepared) {
-        log(&e);
+        e.report(process::TAG);
         return 126;
     }
-    process::exec(&prepared)
+    process::exec(&prepared, process::TAG)
 }
 
 // ---------------------------------------------------------------- init mode
@@ -205,29 +205,11 @@ fn init_main(dir: &Path) -> i32 {
     };
     let spec_res = std::fs::read(dir.join("process.json"))
         .map_err(|e| format!("read process.json: {e}"))
-        .and_then(|b| Process::from_json(&b))
+        .and_then(|b| process::from_json(&b))
         .and_then(|p| ct_err.map_or(Ok(p), Err));
     let (spec, prepared, err) = match spec_res.and_then(|s| process::prepare(&s).map(|p| (s, p))) {
         Ok((s, p)) => (s, p, None),
-        Err(e) => (
-            Process::default(),
-            Prepared {
-                argv: vec![],
-                envp: vec![],
-                candidates: vec![],
-                arg0: String::new(),
-                cwd: None,
-                rlimits: vec![],
-                uid: 0,
-                gid: 0,
-                groups: vec![],
-                umask: None,
-                no_new_privs: false,
-                oom_score_adj: None,
-                caps: None,
-            },
-            Some(e),
-        ),
+        Err(e) => (Process::default(), Prepared::default(), Some(e)),
     };
     let mut init = Init {
         dir: dir.to_path_buf(),
@@ -629,18 +611,18 @@ impl Init {
 }
 
 /// Runs in the forked child: stdio/tty, the Process, execve. Returns an exit code
-/// only on failure.
+/// only on failure. Async-signal-safe (no allocation), like `pvelxc_guest::run`.
 fn child_main(p: &Prepared, src: [RawFd; 3], tty: Option<RawFd>) -> i32 {
     process::reset_signals();
     // SAFETY: plain syscalls on fds the parent owns and keeps open across fork.
     unsafe {
         if libc::setsid() < 0 {
-            log(&format!("setsid: {}", std::io::Error::last_os_error()));
+            process::Failure::last("setsid").report(process::TAG);
             return 126;
         }
         if let Some(t) = tty {
             if libc::ioctl(t, libc::TIOCSCTTY, 0) != 0 {
-                log(&format!("TIOCSCTTY: {}", std::io::Error::last_os_error()));
+                process::Failure::last("TIOCSCTTY").report(process::TAG);
                 return 126;
             }
         }
@@ -649,20 +631,20 @@ fn child_main(p: &Prepared, src: [RawFd; 3], tty: Option<RawFd>) -> i32 {
         for i in 0..3 {
             hi[i] = libc::fcntl(src[i], libc::F_DUPFD_CLOEXEC, 10);
             if hi[i] < 0 {
-                log(&format!("dup stdio: {}", std::io::Error::last_os_error()));
+                process::Failure::last("dup stdio").report(process::TAG);
                 return 126;
             }
         }
         for (i, h) in hi.iter().enumerate() {
             if libc::dup2(*h, i as libc::c_int) < 0 {
-                log(&format!("dup2 stdio: {}", std::io::Error::last_os_error()));
+                process::Failure::last("dup2 stdio").report(process::TAG);
                 return 126;
             }
         }
     }
     if let Err(e) = process::apply(p) {
-        log(&e);
+        e.report(process::TAG);
         return 126;
     }
-    process::exec(p)
+    process::exec(p, process::TAG)
 }

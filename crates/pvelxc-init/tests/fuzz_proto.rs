@@ -6,53 +6,15 @@
 //! decoder runs ([`armed`]), so "a 4 GB length is rejected before allocation" is checked,
 //! not assumed.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
-use std::io::Write;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use proptest::prelude::*;
-use proptest::test_runner::{Config, TestRunner};
 use pvelxc_init::proto::{
     clean_text, decode, encode, ExitRecord, FrameReader, Msg, ProtoError, MAX_BUFFERED, MAX_FDS,
     MAX_FRAME, MAX_PENDING_FDS, MAX_TEXT,
 };
 
-struct Counting;
-static LARGEST: AtomicUsize = AtomicUsize::new(0);
-thread_local! {
-    static ARMED: Cell<bool> = const { Cell::new(false) };
-}
-
-fn record(size: usize) {
-    if ARMED.with(Cell::get) {
-        LARGEST.fetch_max(size, Ordering::Relaxed);
-    }
-}
-
-/// Run `f` (a decoder call) with its allocations recorded.
-fn armed<T>(f: impl FnOnce() -> T) -> T {
-    ARMED.with(|a| a.set(true));
-    let r = f();
-    ARMED.with(|a| a.set(false));
-    r
-}
-
-// SAFETY: forwards to the system allocator; only records sizes.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        record(l.size());
-        System.alloc(l)
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        System.dealloc(p, l)
-    }
-    unsafe fn realloc(&self, p: *mut u8, l: Layout, new: usize) -> *mut u8 {
-        record(new);
-        System.realloc(p, l, new)
-    }
-}
+use pvelxc_guest::testutil::{self, Counting};
 
 #[global_allocator]
 static A: Counting = Counting;
@@ -60,37 +22,20 @@ static A: Counting = Counting;
 /// Largest allocation any decoder may make: its buffer cap, doubled by `Vec` growth.
 const ALLOC_CAP: usize = 2 * MAX_BUFFERED;
 
-fn cases(default: u32) -> u32 {
-    std::env::var("FUZZ_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
+/// Run `f` (a decoder call) with its allocations recorded.
+fn armed<T>(f: impl FnOnce() -> T) -> T {
+    testutil::armed(f).0
 }
 
-/// Run `test` on `cases` inputs from `strat`; print and return the number executed.
+/// [`testutil::fuzz`], then no recorded allocation may exceed [`ALLOC_CAP`].
 fn fuzz<S: Strategy>(
     name: &str,
     n: u32,
     strat: S,
     test: impl Fn(S::Value) -> Result<(), TestCaseError>,
 ) {
-    let count = AtomicUsize::new(0);
-    let mut runner = TestRunner::new(Config {
-        cases: cases(n),
-        failure_persistence: None,
-        ..Config::default()
-    });
-    let r = runner.run(&strat, |v| {
-        count.fetch_add(1, Ordering::Relaxed);
-        test(v)
-    });
-    let n = count.load(Ordering::Relaxed);
-    // Straight to fd 2: libtest captures eprintln!, and CI logs should show the figures.
-    let _ = writeln!(std::io::stderr(), "fuzz: {name}: {n} cases");
-    if let Err(e) = r {
-        panic!("{name}: {e}");
-    }
-    let largest = LARGEST.load(Ordering::Relaxed);
+    testutil::fuzz(name, n, strat, test);
+    let largest = testutil::largest_ever();
     assert!(
         largest <= ALLOC_CAP,
         "{name}: an allocation of {largest} bytes"
@@ -252,7 +197,7 @@ fn huge_declared_length_is_rejected_before_allocation() {
         f.extend_from_slice(b"{\"type\":\"start\"}");
         assert!(armed(|| decode(&f)).is_err());
     }
-    let largest = LARGEST.load(Ordering::Relaxed);
+    let largest = testutil::largest_ever();
     assert!(largest <= ALLOC_CAP, "an allocation of {largest} bytes");
 }
 

@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use oci_spec::runtime::{LinuxResources, Process, Spec};
+use oci_spec::runtime::{Capabilities as CapSet, LinuxResources, Process, Spec};
 use pvelxc_agent::host::ExtraMount;
 use pvelxc_agent::proto;
 
@@ -37,6 +37,16 @@ pub fn process(p: &Process, terminal: bool) -> Result<proto::Process> {
         let cols = u16::try_from(b.width()).ok()?;
         (rows > 0 && cols > 0).then_some((rows, cols))
     });
+    let capabilities = match p.capabilities() {
+        Some(c) => Some(proto::Capabilities {
+            bounding: cap_names(c.bounding())?,
+            effective: cap_names(c.effective())?,
+            inheritable: cap_names(c.inheritable())?,
+            permitted: cap_names(c.permitted())?,
+            ambient: cap_names(c.ambient())?,
+        }),
+        None => None,
+    };
     Ok(proto::Process {
         args,
         env: p.env().clone().unwrap_or_default(),
@@ -47,7 +57,27 @@ pub fn process(p: &Process, terminal: bool) -> Result<proto::Process> {
         terminal,
         console_size,
         rlimits,
+        no_new_privileges: p.no_new_privileges().unwrap_or(false),
+        umask: user.umask(),
+        oom_score_adj: p.oom_score_adj(),
+        capabilities,
     })
+}
+
+/// One capability set as its config.json names (`CAP_KILL`), sorted; absent is empty.
+fn cap_names(set: &Option<CapSet>) -> Result<Vec<String>> {
+    let mut v = set
+        .iter()
+        .flatten()
+        .map(|c| {
+            serde_json::to_value(c)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .ok_or_else(|| Error::invalid(format!("capability {c:?}")))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    v.sort();
+    Ok(v)
 }
 
 /// VM RAM in MiB: the memory limit plus the overhead, at least `memory_mib`.
@@ -210,11 +240,41 @@ mod tests {
         assert_eq!(p.console_size, Some((33, 77)));
         assert_eq!(p.rlimits[0].kind, "RLIMIT_NOFILE");
         assert_eq!((p.rlimits[0].soft, p.rlimits[0].hard), (512, 1024));
+        assert!(!p.no_new_privileges);
+        assert_eq!(
+            (p.umask, p.oom_score_adj, p.capabilities),
+            (None, None, None)
+        );
         assert!(read_only(&s));
         assert_eq!(
             rootfs_dir(&s, Path::new("/b"), false),
             PathBuf::from("/b/rootfs")
         );
+    }
+
+    #[test]
+    fn process_mapping_carries_what_the_init_honours() {
+        let s = spec(
+            r#"{"ociVersion":"1.0.2","process":{"user":{"uid":1000,"gid":100,"umask":23},
+            "args":["/bin/true"],"cwd":"/","noNewPrivileges":true,"oomScoreAdj":-300,
+            "capabilities":{"bounding":["CAP_NET_BIND_SERVICE","CAP_KILL"],
+            "effective":["CAP_KILL"],"permitted":["CAP_KILL"],"ambient":["CAP_KILL"]}},
+            "root":{"path":"rootfs"}}"#,
+        );
+        let p = process(s.process().as_ref().expect("p"), false).expect("map");
+        assert!(p.no_new_privileges);
+        assert_eq!(p.umask, Some(23));
+        assert_eq!(p.oom_score_adj, Some(-300));
+        let c = p.capabilities.clone().expect("capabilities");
+        assert_eq!(c.bounding, vec!["CAP_KILL", "CAP_NET_BIND_SERVICE"]);
+        assert_eq!(c.effective, vec!["CAP_KILL"]);
+        assert_eq!(c.permitted, vec!["CAP_KILL"]);
+        assert_eq!(c.ambient, vec!["CAP_KILL"]);
+        assert!(c.inheritable.is_empty());
+        // The guest runs it through the init's own prepare: every name must be known.
+        let prepared = pvelxc_init::process::prepare(&p.to_oci()).expect("prepare");
+        assert_eq!(prepared.caps.map(|c| c.ambient), Some(1 << 5));
+        assert_eq!(prepared.umask, Some(23));
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! Starts a process inside the rootfs with an OCI-like [`Process`] applied.
+//! Starts a process inside the rootfs with an OCI-like [`Process`] applied by
+//! `pvelxc_guest` (the same prepare/apply/exec as pvelxc-init in a CT).
 
 use std::ffi::CString;
 use std::fs::{File, OpenOptions};
@@ -28,66 +29,29 @@ pub struct Spawned {
 /// Everything the child needs after fork, prepared up front (no allocation after fork).
 struct Prepared {
     root: CString,
-    cwd: CString,
-    uid: libc::uid_t,
-    gid: libc::gid_t,
-    groups: Vec<libc::gid_t>,
-    rlimits: Vec<(libc::__rlimit_resource_t, libc::rlimit)>,
     tty: bool,
+    /// The OCI process attributes, applied by the code pvelxc-init uses in a CT.
+    process: pvelxc_guest::Prepared,
 }
 
 fn invalid(msg: String) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidInput, msg)
 }
 
-fn rlimit_resource(kind: &str) -> Option<libc::__rlimit_resource_t> {
-    Some(match kind {
-        "RLIMIT_AS" => libc::RLIMIT_AS,
-        "RLIMIT_CORE" => libc::RLIMIT_CORE,
-        "RLIMIT_CPU" => libc::RLIMIT_CPU,
-        "RLIMIT_DATA" => libc::RLIMIT_DATA,
-        "RLIMIT_FSIZE" => libc::RLIMIT_FSIZE,
-        "RLIMIT_LOCKS" => libc::RLIMIT_LOCKS,
-        "RLIMIT_MEMLOCK" => libc::RLIMIT_MEMLOCK,
-        "RLIMIT_MSGQUEUE" => libc::RLIMIT_MSGQUEUE,
-        "RLIMIT_NICE" => libc::RLIMIT_NICE,
-        "RLIMIT_NOFILE" => libc::RLIMIT_NOFILE,
-        "RLIMIT_NPROC" => libc::RLIMIT_NPROC,
-        "RLIMIT_RSS" => libc::RLIMIT_RSS,
-        "RLIMIT_RTPRIO" => libc::RLIMIT_RTPRIO,
-        "RLIMIT_RTTIME" => libc::RLIMIT_RTTIME,
-        "RLIMIT_SIGPENDING" => libc::RLIMIT_SIGPENDING,
-        "RLIMIT_STACK" => libc::RLIMIT_STACK,
-        _ => return None,
-    })
-}
-
 fn prepare(p: &Process) -> io::Result<Prepared> {
-    let cwd = if p.cwd.is_empty() {
-        "/"
-    } else {
-        p.cwd.as_str()
-    };
-    let mut rlimits = Vec::new();
-    for r in &p.rlimits {
-        let res = rlimit_resource(&r.kind)
-            .ok_or_else(|| invalid(format!("unknown rlimit {}", r.kind)))?;
-        rlimits.push((
-            res,
-            libc::rlimit {
-                rlim_cur: r.soft,
-                rlim_max: r.hard,
-            },
-        ));
+    if p.args.is_empty() {
+        return Err(invalid("empty args".into()));
+    }
+    for kv in &p.env {
+        match kv.split_once('=') {
+            Some((k, _)) if !k.is_empty() => {}
+            _ => return Err(invalid(format!("bad env entry {kv:?}"))),
+        }
     }
     Ok(Prepared {
         root: CString::new(ROOTFS).map_err(|e| invalid(e.to_string()))?,
-        cwd: CString::new(cwd).map_err(|e| invalid(format!("cwd: {e}")))?,
-        uid: p.uid,
-        gid: p.gid,
-        groups: p.additional_gids.clone(),
-        rlimits,
         tty: p.terminal,
+        process: pvelxc_guest::prepare(&p.to_oci()).map_err(invalid)?,
     })
 }
 
@@ -99,7 +63,11 @@ fn check(rc: libc::c_int) -> io::Result<()> {
     }
 }
 
-/// Runs in the child between fork and exec: async-signal-safe calls only.
+/// Runs in the child between fork and exec: async-signal-safe calls only. Session and
+/// controlling tty, chroot into the rootfs, then the shared `apply` (rlimits,
+/// oomScoreAdj, cwd, umask, capabilities, groups/gid/uid, noNewPrivileges) and `exec`
+/// (PATH lookup in the rootfs). Only returns on failure, with the errno that `spawn`
+/// then reports to the host.
 fn child_setup(p: &Prepared) -> io::Result<()> {
     // SAFETY: plain syscalls on data prepared before fork; no allocation, no locks.
     unsafe {
@@ -107,16 +75,12 @@ fn child_setup(p: &Prepared) -> io::Result<()> {
         if p.tty {
             check(libc::ioctl(0, libc::TIOCSCTTY, 0))?;
         }
-        for (res, lim) in &p.rlimits {
-            check(libc::setrlimit(*res, lim))?;
-        }
         check(libc::chroot(p.root.as_ptr()))?;
-        check(libc::chdir(p.cwd.as_ptr()))?;
-        check(libc::setgroups(p.groups.len(), p.groups.as_ptr()))?;
-        check(libc::setgid(p.gid))?;
-        check(libc::setuid(p.uid))?;
     }
-    Ok(())
+    pvelxc_guest::reset_signals();
+    pvelxc_guest::apply(&p.process).map_err(|f| io::Error::from_raw_os_error(f.errno))?;
+    let f = pvelxc_guest::try_exec(&p.process);
+    Err(io::Error::from_raw_os_error(f.errno))
 }
 
 /// A new pty pair: (master, slave), both close-on-exec.
@@ -149,20 +113,10 @@ pub fn resize(master: &File, rows: u16, cols: u16) -> io::Result<()> {
 }
 
 fn command(p: &Process) -> io::Result<Command> {
-    let (prog, rest) = p
-        .args
-        .split_first()
-        .ok_or_else(|| invalid("empty args".into()))?;
-    let mut cmd = Command::new(prog);
-    cmd.args(rest).env_clear();
-    for kv in &p.env {
-        match kv.split_once('=') {
-            Some((k, v)) if !k.is_empty() => cmd.env(k, v),
-            _ => return Err(invalid(format!("bad env entry {kv:?}"))),
-        };
-    }
     let prepared = prepare(p)?;
-    // SAFETY: child_setup only makes async-signal-safe syscalls.
+    // Never exec'd by Command: child_setup execs (or fails) first.
+    let mut cmd = Command::new(&prepared.process.arg0);
+    // SAFETY: child_setup only makes async-signal-safe calls.
     unsafe {
         cmd.pre_exec(move || child_setup(&prepared));
     }

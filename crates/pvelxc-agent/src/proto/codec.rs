@@ -3,7 +3,7 @@
 use std::fmt;
 
 use super::check::checked;
-use super::{Msg, ProcInfo, Process, Rlimit, Stats, Stream};
+use super::{Capabilities, Msg, ProcInfo, Process, Rlimit, Stats, Stream};
 
 /// Most items in one list (args, env, gids, rlimits, processes) a decoder accepts.
 pub const MAX_ITEMS: usize = 1 << 17;
@@ -146,7 +146,7 @@ impl<'a> Dec<'a> {
                 })
             })
             .collect::<Result<_, DecodeError>>()?;
-        Ok(Process {
+        let mut p = Process {
             args,
             env,
             cwd,
@@ -156,7 +156,34 @@ impl<'a> Dec<'a> {
             terminal,
             console_size,
             rlimits,
-        })
+            ..Process::default()
+        };
+        // Version 2 fields, absent from a version-1 host's Process (always the last item of
+        // its message): defaults then.
+        if !self.buf.is_empty() {
+            p.no_new_privileges = self.u8()? != 0;
+            p.umask = self.opt(Self::u32)?;
+            p.oom_score_adj = self.opt(Self::i32)?;
+            p.capabilities = self.opt(|d| {
+                Ok(Capabilities {
+                    bounding: d.strs()?,
+                    effective: d.strs()?,
+                    inheritable: d.strs()?,
+                    permitted: d.strs()?,
+                    ambient: d.strs()?,
+                })
+            })?;
+        }
+        Ok(p)
+    }
+    fn opt<T>(
+        &mut self,
+        f: impl FnOnce(&mut Self) -> Result<T, DecodeError>,
+    ) -> Result<Option<T>, DecodeError> {
+        match self.u8()? {
+            0 => Ok(None),
+            _ => f(self).map(Some),
+        }
     }
     fn stats(&mut self) -> Result<Stats, DecodeError> {
         Ok(Stats {

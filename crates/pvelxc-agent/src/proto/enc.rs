@@ -58,6 +58,30 @@ impl Enc {
             self.u64(r.soft);
             self.u64(r.hard);
         }
+        // Version 2 (appended: a version-1 guest ignores trailing bytes).
+        self.u8(u8::from(p.no_new_privileges));
+        self.opt(p.umask, Self::u32);
+        self.opt(p.oom_score_adj, Self::i32);
+        self.opt(p.capabilities.as_ref(), |e, c| {
+            for set in [
+                &c.bounding,
+                &c.effective,
+                &c.inheritable,
+                &c.permitted,
+                &c.ambient,
+            ] {
+                e.strs(set);
+            }
+        });
+    }
+    fn opt<T>(&mut self, v: Option<T>, f: impl FnOnce(&mut Self, T)) {
+        match v {
+            Some(v) => {
+                self.u8(1);
+                f(self, v);
+            }
+            None => self.u8(0),
+        }
     }
     fn stats(&mut self, s: &Stats) {
         self.u64(s.mem_total_bytes);

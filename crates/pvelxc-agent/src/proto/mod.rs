@@ -22,22 +22,27 @@ mod codec;
 mod enc;
 mod frame;
 mod reader;
-mod text;
 
 pub use check::MAX_EXIT_STATUS;
 pub use codec::{decode, DecodeError, MAX_ITEMS};
 pub use enc::encode;
 pub use frame::{read_frame, write_frame, FrameError};
+pub use pvelxc_guest::caps::Capabilities;
+pub use pvelxc_guest::text::{clean_text, MAX_TEXT};
 pub use reader::{FrameReader, HEADER_LEN};
-pub use text::{clean_text, MAX_TEXT};
 
 /// Largest frame body accepted (16 MiB).
 pub const MAX_FRAME: u32 = 16 << 20;
 
-/// Protocol version announced in [`Msg::Ready`].
-pub const PROTOCOL_VERSION: u32 = 1;
+/// Protocol version announced in [`Msg::Ready`]. 2: [`Process`] carries
+/// `no_new_privileges`, `umask`, `oom_score_adj` and `capabilities` (appended after
+/// `rlimits`; a version-1 peer's `Process` without them decodes with their defaults, and
+/// a version-1 guest ignores them as trailing bytes).
+pub const PROTOCOL_VERSION: u32 = 2;
 
-/// OCI-like process description (mirrors the OCI runtime spec's `process` object).
+/// OCI-like process description (mirrors the OCI runtime spec's `process` object). The
+/// guest applies it with `pvelxc_guest` (the same code as pvelxc-init in a CT): see
+/// [`Process::to_oci`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Process {
     /// argv; `args[0]` is looked up in the process's `PATH` when it has no `/`.
@@ -54,6 +59,54 @@ pub struct Process {
     /// Initial terminal size (rows, cols) when `terminal`.
     pub console_size: Option<(u16, u16)>,
     pub rlimits: Vec<Rlimit>,
+    /// OCI `noNewPrivileges`: `PR_SET_NO_NEW_PRIVS` before exec. (Version 2.)
+    pub no_new_privileges: bool,
+    /// OCI `user.umask`; `None` keeps the agent's (0022). (Version 2.)
+    pub umask: Option<u32>,
+    /// OCI `oomScoreAdj`, written to `/proc/self/oom_score_adj` (best effort). (Version 2.)
+    pub oom_score_adj: Option<i32>,
+    /// OCI `capabilities` (names per set); `None` leaves them as the uid switch makes
+    /// them (all for uid 0). (Version 2.)
+    pub capabilities: Option<Capabilities>,
+}
+
+impl Process {
+    /// The same process as the shared OCI subset type (config.json shape). `cwd` empty
+    /// becomes `/` (the guest chroots into the rootfs, which does not move the cwd).
+    pub fn to_oci(&self) -> pvelxc_guest::Process {
+        pvelxc_guest::Process {
+            terminal: self.terminal,
+            console_size: self.console_size.map(|(r, c)| pvelxc_guest::ConsoleSize {
+                height: u32::from(r),
+                width: u32::from(c),
+            }),
+            user: pvelxc_guest::User {
+                uid: self.uid,
+                gid: self.gid,
+                umask: self.umask,
+                additional_gids: self.additional_gids.clone(),
+            },
+            args: self.args.clone(),
+            env: self.env.clone(),
+            cwd: if self.cwd.is_empty() {
+                "/".into()
+            } else {
+                self.cwd.clone()
+            },
+            rlimits: self
+                .rlimits
+                .iter()
+                .map(|r| pvelxc_guest::Rlimit {
+                    kind: r.kind.clone(),
+                    hard: r.hard,
+                    soft: r.soft,
+                })
+                .collect(),
+            no_new_privileges: self.no_new_privileges,
+            oom_score_adj: self.oom_score_adj,
+            capabilities: self.capabilities.clone(),
+        }
+    }
 }
 
 /// One `RLIMIT_*` entry, `kind` as in OCI (`"RLIMIT_NOFILE"`).

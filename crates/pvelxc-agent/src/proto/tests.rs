@@ -15,6 +15,16 @@ fn sample_process() -> Process {
             soft: 1024,
             hard: 4096,
         }],
+        no_new_privileges: true,
+        umask: Some(0o027),
+        oom_score_adj: Some(-17),
+        capabilities: Some(Capabilities {
+            bounding: vec!["CAP_KILL".into(), "CAP_NET_BIND_SERVICE".into()],
+            effective: vec!["CAP_KILL".into()],
+            inheritable: vec![],
+            permitted: vec!["CAP_KILL".into()],
+            ambient: vec![],
+        }),
     }
 }
 
@@ -106,6 +116,48 @@ fn all() -> Vec<Msg> {
     ]
 }
 
+/// `m` with the version-2 fields of its Process at their defaults.
+fn as_version_1(m: &Msg) -> Msg {
+    let v1 = |p: &Process| Process {
+        no_new_privileges: false,
+        umask: None,
+        oom_score_adj: None,
+        capabilities: None,
+        ..p.clone()
+    };
+    match m {
+        Msg::Run { req, id, process } => Msg::Run {
+            req: *req,
+            id: id.clone(),
+            process: v1(process),
+        },
+        Msg::Exec { req, id, process } => Msg::Exec {
+            req: *req,
+            id: id.clone(),
+            process: v1(process),
+        },
+        other => other.clone(),
+    }
+}
+
+#[test]
+fn version_1_process_decodes_with_defaults() {
+    let m = Msg::Run {
+        req: 2,
+        id: "c1".into(),
+        process: sample_process(),
+    };
+    let frame = encode(&m);
+    // The version-2 tail: nnp 1, umask (1 + 4), oom (1 + 4), caps (1 + 5 lists).
+    let caps_len = 1 + 5 * 4 + (4 + 8) + (4 + 20) + (4 + 8) + (4 + 8);
+    let tail = 1 + 5 + 5 + caps_len;
+    let v1_body = &frame[4..frame.len() - tail];
+    assert_eq!(decode(v1_body).unwrap(), as_version_1(&m));
+    assert_ne!(as_version_1(&m), m);
+    // A version-1 guest stops after rlimits: the tail is trailing bytes it ignores.
+    assert!(decode(&frame[4..frame.len() - 1]).is_err());
+}
+
 #[test]
 fn roundtrip_every_message() {
     for m in all() {
@@ -135,7 +187,10 @@ fn truncated_and_garbage_are_errors() {
         let frame = encode(&m);
         let body = &frame[4..];
         for cut in 0..body.len().min(64) {
-            assert!(decode(&body[..cut]).is_err(), "{m:?} cut at {cut}");
+            // Cut right after `rlimits`: a version-1 Process, valid with defaults.
+            if let Ok(d) = decode(&body[..cut]) {
+                assert_eq!(d, as_version_1(&m), "{m:?} cut at {cut}");
+            }
         }
     }
     assert_eq!(decode(&[200]), Err(DecodeError::UnknownType(200)));

@@ -27,16 +27,15 @@
 mod exit;
 mod reader;
 mod sys;
-mod text;
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::io;
 
 pub use exit::{ExitRecord, MAX_EXIT_FILE};
+pub use pvelxc_guest::text::{clean_text, MAX_TEXT};
 pub use reader::{FrameReader, MAX_BUFFERED, MAX_PENDING_FDS};
 pub use sys::{recv_into, recv_msg, send_frame, send_msg};
-pub use text::{clean_text, MAX_TEXT};
 
 /// Protocol version sent in [`Msg::Hello`].
 pub const PROTOCOL_VERSION: u32 = 1;

@@ -3,10 +3,13 @@
 //! uid switch, then `capset` (effective/permitted/inheritable) and the ambient set.
 //!
 //! Raw syscalls through `libc` only (`capget`/`capset` with
-//! `_LINUX_CAPABILITY_VERSION_3`, `prctl`): no libcap, the binary stays static.
+//! `_LINUX_CAPABILITY_VERSION_3`, `prctl`): no libcap, the binary stays static. The
+//! calls that run after fork ([`capget`], [`capset`], [`set_keepcaps`],
+//! [`drop_bounding`], [`apply_sets`]) are async-signal-safe: no allocation, errors are
+//! [`Failure`]s.
 
+use crate::sys::{errno, Failure};
 use serde::{Deserialize, Serialize};
-use std::io;
 
 /// Every Linux capability, indexed by its number (`CAP_CHOWN` = 0 ... 40).
 pub const CAP_NAMES: [&str; 41] = [
@@ -163,12 +166,8 @@ fn join(lo: u32, hi: u32) -> u64 {
     (lo as u64) | ((hi as u64) << 32)
 }
 
-fn err(what: &str) -> String {
-    format!("{what}: {}", io::Error::last_os_error())
-}
-
 /// capget(2) of the calling thread.
-pub fn capget() -> Result<Current, String> {
+pub fn capget() -> Result<Current, Failure<'static>> {
     let mut hdr = CapHeader {
         version: LINUX_CAPABILITY_VERSION_3,
         pid: 0,
@@ -183,7 +182,7 @@ pub fn capget() -> Result<Current, String> {
         )
     };
     if r < 0 {
-        return Err(err("capget"));
+        return Err(Failure::last("capget"));
     }
     Ok(Current {
         effective: join(data[0].effective, data[1].effective),
@@ -193,7 +192,7 @@ pub fn capget() -> Result<Current, String> {
 }
 
 /// capset(2) of the calling thread.
-pub fn capset(c: &Current) -> Result<(), String> {
+pub fn capset(c: &Current) -> Result<(), Failure<'static>> {
     let mut hdr = CapHeader {
         version: LINUX_CAPABILITY_VERSION_3,
         pid: 0,
@@ -213,7 +212,7 @@ pub fn capset(c: &Current) -> Result<(), String> {
     // SAFETY: header and two data words, as version 3 requires.
     let r = unsafe { libc::syscall(libc::SYS_capset, &mut hdr as *mut CapHeader, data.as_ptr()) };
     if r < 0 {
-        return Err(err("capset"));
+        return Err(Failure::last("capset"));
     }
     Ok(())
 }
@@ -223,14 +222,15 @@ fn prctl(op: libc::c_int, a: libc::c_ulong, b: libc::c_ulong) -> libc::c_int {
     unsafe { libc::prctl(op, a, b, 0 as libc::c_ulong, 0 as libc::c_ulong) }
 }
 
-fn errno() -> i32 {
-    io::Error::last_os_error().raw_os_error().unwrap_or(0)
+/// The name of capability `c` as bytes (`?` past the table), for error messages.
+fn cap_name(c: u32) -> &'static [u8] {
+    CAP_NAMES.get(c as usize).copied().unwrap_or("?").as_bytes()
 }
 
 /// `PR_SET_KEEPCAPS`: keep the permitted set across the setuid to a non-root uid.
-pub fn set_keepcaps(on: bool) -> Result<(), String> {
+pub fn set_keepcaps(on: bool) -> Result<(), Failure<'static>> {
     if prctl(libc::PR_SET_KEEPCAPS, on as libc::c_ulong, 0) < 0 {
-        return Err(err("prctl(PR_SET_KEEPCAPS)"));
+        return Err(Failure::last("prctl(PR_SET_KEEPCAPS)"));
     }
     Ok(())
 }
@@ -249,7 +249,7 @@ pub fn bounding_set() -> u64 {
 /// Drop every capability not in `keep` from the bounding set. Caps that are already
 /// absent are skipped (so nothing needs CAP_SETPCAP when nothing changes); EINVAL
 /// (a capability this kernel does not know) is ignored.
-pub fn drop_bounding(keep: u64) -> Result<(), String> {
+pub fn drop_bounding(keep: u64) -> Result<(), Failure<'static>> {
     let have = bounding_set();
     for c in 0..=CAP_MAX {
         let bit = 1u64 << c;
@@ -257,11 +257,7 @@ pub fn drop_bounding(keep: u64) -> Result<(), String> {
             continue;
         }
         if prctl(libc::PR_CAPBSET_DROP, c as libc::c_ulong, 0) < 0 && errno() != libc::EINVAL {
-            return Err(format!(
-                "prctl(PR_CAPBSET_DROP, {}): {}",
-                CAP_NAMES.get(c as usize).copied().unwrap_or("?"),
-                io::Error::last_os_error()
-            ));
+            return Err(Failure::last_on("prctl(PR_CAPBSET_DROP)", cap_name(c)));
         }
     }
     Ok(())
@@ -269,7 +265,7 @@ pub fn drop_bounding(keep: u64) -> Result<(), String> {
 
 /// After the uid switch: capset effective/permitted/inheritable (clipped, see
 /// [`clip`]), then clear the ambient set and raise each requested ambient capability.
-pub fn apply_sets(want: &CapSets) -> Result<(), String> {
+pub fn apply_sets(want: &CapSets) -> Result<(), Failure<'static>> {
     let cur = capget()?;
     let new = clip(want, &cur, bounding_set());
     capset(&new)?;
@@ -281,7 +277,7 @@ pub fn apply_sets(want: &CapSets) -> Result<(), String> {
     );
     // Kernels before 4.3 have no ambient set: fine as long as none is asked for.
     if clear < 0 && (ambient != 0 || errno() != libc::EINVAL) {
-        return Err(err("prctl(PR_CAP_AMBIENT_CLEAR_ALL)"));
+        return Err(Failure::last("prctl(PR_CAP_AMBIENT_CLEAR_ALL)"));
     }
     for c in 0..=CAP_MAX {
         if ambient & (1u64 << c) == 0 {
@@ -293,11 +289,7 @@ pub fn apply_sets(want: &CapSets) -> Result<(), String> {
             c as libc::c_ulong,
         ) < 0
         {
-            return Err(format!(
-                "prctl(PR_CAP_AMBIENT_RAISE, {}): {}",
-                CAP_NAMES.get(c as usize).copied().unwrap_or("?"),
-                io::Error::last_os_error()
-            ));
+            return Err(Failure::last_on("prctl(PR_CAP_AMBIENT_RAISE)", cap_name(c)));
         }
     }
     Ok(())

@@ -1,6 +1,6 @@
-//! Free text from the guest (error messages, kernel release, process names) made safe to
-//! log. (Same rule as `pvelxc_init::proto::clean_text`; the crates do not depend on each
-//! other.)
+//! Free text from a peer (the init's shim, the agent's guest: error messages, kernel
+//! release, process names) made safe to log. Both protocols clean with this one rule
+//! (`pvelxc_init::proto::clean_text` and `pvelxc_agent::proto::clean_text` re-export it).
 
 /// Most bytes of peer-supplied text kept ([`clean_text`]).
 pub const MAX_TEXT: usize = 4096;
