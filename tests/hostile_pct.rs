@@ -5,8 +5,12 @@
 //! Template isolation (same metadata, different bytes) is in tests/pct_ctr.rs.
 
 // An integration test crate: a failed step panics with its context. (The workspace denies
-// unwrap/expect in shipped code; clippy.toml allows them only in #[test] functions.)
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+// unwrap/expect and unexplained unsafe in shipped code; tests are exempt.)
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::undocumented_unsafe_blocks
+)]
 
 mod common;
 

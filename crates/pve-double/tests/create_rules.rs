@@ -2,7 +2,11 @@
 //! extraction inside the user namespace, lvmthin's hard size cap, mpN mounted during
 //! extraction, entrypoint/env gates, raw lxc.* lines.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)] // a test crate: panics carry the context
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::undocumented_unsafe_blocks
+)] // a test crate: panics carry the context
 
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};

@@ -1,7 +1,11 @@
 //! End-to-end tests against real LXC (root required; skipped loudly otherwise, a failure under
 //! `CI=true`: see `skip`).
 
-#![allow(clippy::unwrap_used, clippy::expect_used)] // a test crate: panics carry the context
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::undocumented_unsafe_blocks
+)] // a test crate: panics carry the context
 
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};

@@ -1,7 +1,11 @@
 //! Networking per profile on a real bridge (root + LXC required; skipped loudly otherwise, a failure under CI=true): only a
 //! `host-managed=1` netN (PVE 9.1) is configured and up; otherwise the interface stays down.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)] // a test crate: panics carry the context
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::undocumented_unsafe_blocks
+)] // a test crate: panics carry the context
 
 use std::fs;
 use std::process::Command;

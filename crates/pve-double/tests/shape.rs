@@ -1,6 +1,10 @@
 //! pve-shape end to end (root and LXC required; skipped loudly otherwise, a failure under CI=true).
 
-#![allow(clippy::unwrap_used, clippy::expect_used)] // a test crate: panics carry the context
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::undocumented_unsafe_blocks
+)] // a test crate: panics carry the context
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;

@@ -6,6 +6,12 @@
 //! `PVELXC_AGENT_BIN` may name a prebuilt static agent; otherwise the
 //! test builds one (static glibc, release) in its own target directory.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::undocumented_unsafe_blocks
+)] // a test crate: panics carry the context
+
 /// The workspace's one skip helper (loud, counted, a failure under CI).
 #[path = "../../../tests/common/skip.rs"]
 mod skip;

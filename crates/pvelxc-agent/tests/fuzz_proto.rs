@@ -5,6 +5,12 @@
 //! A counting global allocator records the largest single allocation made while a decoder
 //! runs, so "a huge declared length or count allocates nothing" is checked, not assumed.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::undocumented_unsafe_blocks
+)] // a test crate: panics carry the context
+
 use std::io::Read;
 
 use proptest::prelude::*;

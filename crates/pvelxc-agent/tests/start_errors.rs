@@ -2,6 +2,12 @@
 //! boot-timeout case also the guest kernel: they skip loudly where those are missing (`skip`, suite
 //! `vm`; a failure under `CI=true` or with `PVELXC_VM_REQUIRED` set). The others need nothing.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::undocumented_unsafe_blocks
+)] // a test crate: panics carry the context
+
 /// The workspace's one skip helper (loud, counted, a failure under CI).
 #[path = "../../../tests/common/skip.rs"]
 mod skip;

@@ -4,6 +4,12 @@
 //! `/proc/self/oom_score_adj`, `ulimit`, `id`, `pwd`, `env`. Needs root and
 //! /bin/busybox (busybox-static); skips loudly otherwise.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::undocumented_unsafe_blocks
+)] // a test crate: panics carry the context
+
 #[path = "../../../tests/common/skip.rs"]
 mod skip;
 

@@ -407,8 +407,9 @@ impl Init {
 
     fn on_signals(&mut self) {
         loop {
-            // SAFETY: reading signalfd_siginfo structs into local storage.
+            // SAFETY: signalfd_siginfo is plain old data; all-zero is a valid value.
             let mut si: libc::signalfd_siginfo = unsafe { std::mem::zeroed() };
+            // SAFETY: reads at most one signalfd_siginfo into the local above.
             let n = unsafe {
                 libc::read(
                     self.sigfd.as_raw_fd(),
@@ -451,6 +452,7 @@ impl Init {
                 } else {
                     -pid
                 };
+                // SAFETY: kill(2) takes plain integers; no memory is involved.
                 if unsafe { libc::kill(target, sig) } != 0 {
                     let e = std::io::Error::last_os_error();
                     if e.raw_os_error() != Some(libc::ESRCH) {

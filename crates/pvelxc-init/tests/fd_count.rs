@@ -2,6 +2,12 @@
 //! /proc/self/fd stays near its starting count. One test in its own binary, so no
 //! other test opens fds meanwhile.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::undocumented_unsafe_blocks
+)] // a test crate: panics carry the context
+
 use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
 

@@ -6,6 +6,12 @@
 //! decoder runs ([`armed`]), so "a 4 GB length is rejected before allocation" is checked,
 //! not assumed.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::undocumented_unsafe_blocks
+)] // a test crate: panics carry the context
+
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
 use proptest::prelude::*;

@@ -2,6 +2,12 @@
 //! PVELXC_DIR points the init at a temp dir. Fast protocol-level checks; the real
 //! LXC runs are in tests/lxc.rs.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::undocumented_unsafe_blocks
+)] // a test crate: panics carry the context
+
 mod common;
 use common::*;
 use pvelxc_init::proto::{ExitRecord, Msg};

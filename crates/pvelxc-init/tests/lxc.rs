@@ -7,6 +7,12 @@
 //! `RUSTFLAGS=-C target-feature=+crt-static cargo build --release -p pvelxc-init
 //! --target x86_64-unknown-linux-gnu`.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::undocumented_unsafe_blocks
+)] // a test crate: panics carry the context
+
 mod common;
 use common::*;
 use pvelxc_init::proto::{ExitRecord, Msg};
