@@ -4,6 +4,7 @@
 use std::path::Path;
 use std::time::Duration;
 
+use super::cmd::Rootfs;
 use super::ctdir;
 use super::pve::{cluster, storage, version, PVE_DIR};
 use crate::check::Report;
@@ -45,7 +46,18 @@ pub async fn report(cfg: &PctConfig) -> Report {
                 .collect();
             r.fact("storages", names.join(", "));
             match storage::rootfs_for(&list, &cfg.storage, cfg.rootfs_size_gib) {
-                Ok(root) => r.fact("rootfs", format!("{root:?}")),
+                Ok(Rootfs::Alloc {
+                    storage,
+                    size_gib: 0,
+                }) => r.fact(
+                    "rootfs",
+                    format!("{storage}:0 (a directory or subvolume per CT, no size cap)"),
+                ),
+                Ok(Rootfs::Alloc { storage, size_gib }) => r.fact(
+                    "rootfs",
+                    format!("{storage}:{size_gib} (a {size_gib} GiB volume per CT: a hard cap)"),
+                ),
+                Ok(other) => r.fact("rootfs", format!("{other:?}")),
                 Err(e) => r.problem(e.to_string()),
             }
         }
