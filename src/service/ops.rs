@@ -132,7 +132,7 @@ impl Service {
             .await?;
         let Spawned { pid, io, exit } = spawned;
         let init = Arc::new(Proc::new("", pid, stdio.clone(), None));
-        match IoHandle::start(&stdio, io) {
+        match IoHandle::start(&stdio, io, &req.id, &self.namespace).await {
             Ok(h) => {
                 init.set_io(h);
             }
@@ -238,7 +238,10 @@ impl Service {
             .ok_or_else(|| Error::internal("exec without a spec"))?;
         let Spawned { pid, io, exit } = c.instance.exec(exec_id, &spec, &p.stdio).await?;
         p.set_pid(pid);
-        if let Err(e) = IoHandle::start(&p.stdio, io).map(|h| p.set_io(h)) {
+        if let Err(e) = IoHandle::start(&p.stdio, io, id, &self.namespace)
+            .await
+            .map(|h| p.set_io(h))
+        {
             let _ = c
                 .instance
                 .kill(Target::Exec { id: exec_id, pid }, 9, false)

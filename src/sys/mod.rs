@@ -4,6 +4,7 @@ pub mod cgroup;
 pub mod command;
 pub mod console;
 pub mod fdio;
+pub mod logger;
 pub mod mount;
 pub mod reaper;
 pub mod stdio;

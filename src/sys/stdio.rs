@@ -11,6 +11,7 @@ use tokio::sync::{oneshot, watch};
 
 use crate::error::{Error, Result};
 use crate::sys::fdio::{self, FdIo};
+use crate::sys::logger;
 
 /// containerd's view of a process's stdio (empty = not connected).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -41,6 +42,8 @@ pub struct IoHandle {
     drained: watch::Receiver<usize>,
     outputs: usize,
     tasks: Vec<tokio::task::AbortHandle>,
+    /// The `binary://` logger, if any.
+    logger: Option<u32>,
 }
 
 enum Target {
@@ -48,7 +51,7 @@ enum Target {
     File(std::fs::File),
 }
 
-/// Where an output URI points. `binary://` loggers are not supported (clear error).
+/// Where a FIFO or `file://` output URI points (`binary://` is handled by the caller).
 fn open_output(uri: &str) -> Result<Target> {
     let path = parse_uri(uri)?;
     let meta = std::fs::metadata(&path);
@@ -79,11 +82,6 @@ fn open_output(uri: &str) -> Result<Target> {
 fn parse_uri(uri: &str) -> Result<PathBuf> {
     if let Some(rest) = uri.strip_prefix("file://") {
         return Ok(PathBuf::from(rest));
-    }
-    if uri.starts_with("binary://") {
-        return Err(Error::Unimplemented(format!(
-            "stdio URI {uri}: binary:// logging drivers are not supported by this shim"
-        )));
     }
     if let Some((scheme, _)) = uri.split_once("://") {
         return Err(Error::invalid(format!(
@@ -141,13 +139,36 @@ async fn pump_to(src: OwnedFd, dst: Target) -> Result<()> {
 }
 
 impl IoHandle {
-    /// Connect `io` to containerd's `paths` and start copying.
-    pub fn start(paths: &StdioPaths, io: ProcessIo) -> Result<IoHandle> {
+    /// Connect `io` to containerd's `paths` and start copying. A `binary://` output starts
+    /// its logger first (for container `id` in `namespace`, see `sys/logger.rs`).
+    pub async fn start(
+        paths: &StdioPaths,
+        io: ProcessIo,
+        id: &str,
+        namespace: &str,
+    ) -> Result<IoHandle> {
+        let binary = [&paths.stdout, &paths.stderr]
+            .into_iter()
+            .find(|u| u.starts_with("binary://"));
+        let mut logger = match binary {
+            Some(uri) => Some(logger::start(uri, id, namespace).await?),
+            None => None,
+        };
+        let logger_pid = logger.as_ref().map(|l| l.pid);
         let (drain_tx, drain_rx) = watch::channel(0usize);
         let mut outputs = 0usize;
         let mut tasks = Vec::new();
-        let mut spawn_out = |src: OwnedFd, uri: &str| -> Result<()> {
-            let dst = open_output(uri)?;
+        let mut spawn_out = |src: OwnedFd, uri: &str, stderr: bool| -> Result<()> {
+            let dst = match logger.as_mut() {
+                Some(l) if uri.starts_with("binary://") => {
+                    let fd = if stderr { &l.stderr } else { &l.stdout };
+                    Target::Fd(
+                        fd.try_clone()
+                            .map_err(|e| Error::io("dup logger pipe", e))?,
+                    )
+                }
+                _ => open_output(uri)?,
+            };
             outputs += 1;
             let tx = drain_tx.clone();
             let h = tokio::spawn(async move {
@@ -169,17 +190,17 @@ impl IoHandle {
                 stderr,
             } => {
                 if let (Some(fd), false) = (stdout, paths.stdout.is_empty()) {
-                    spawn_out(fd, &paths.stdout)?;
+                    spawn_out(fd, &paths.stdout, false)?;
                 }
                 if let (Some(fd), false) = (stderr, paths.stderr.is_empty()) {
-                    spawn_out(fd, &paths.stderr)?;
+                    spawn_out(fd, &paths.stderr, true)?;
                 }
                 stdin
             }
             ProcessIo::Pty { master } => {
                 let dup = |fd: &OwnedFd| fd.try_clone().map_err(|e| Error::io("dup pty", e));
                 if !paths.stdout.is_empty() {
-                    spawn_out(dup(&master)?, &paths.stdout)?;
+                    spawn_out(dup(&master)?, &paths.stdout, false)?;
                 }
                 let input = (!paths.stdin.is_empty())
                     .then(|| dup(&master))
@@ -209,12 +230,16 @@ impl IoHandle {
             });
             tasks.push(h.abort_handle());
         }
+        // Our copies of the logger's pipes go now: the pumps hold the only write ends, so the
+        // logger sees EOF when the output ends.
+        drop(logger);
         Ok(IoHandle {
             stdin_close: Mutex::new(stdin_close),
             pty,
             drained: drain_rx,
             outputs,
             tasks,
+            logger: logger_pid,
         })
     }
 
@@ -234,6 +259,9 @@ impl IoHandle {
     pub fn shutdown(&self) {
         for t in &self.tasks {
             t.abort();
+        }
+        if let Some(pid) = self.logger {
+            logger::terminate(pid);
         }
     }
 
@@ -285,8 +313,6 @@ mod tests {
             parse_uri("/run/fifo").expect("path"),
             PathBuf::from("/run/fifo")
         );
-        let e = parse_uri("binary:///usr/bin/logger?a=b").expect_err("binary");
-        assert_eq!(e.code(), containerd_shim_protos::ttrpc::Code::UNIMPLEMENTED);
         assert!(parse_uri("http://x").is_err());
     }
 
@@ -307,12 +333,96 @@ mod tests {
                 stdout: Some(r),
                 stderr: None,
             },
+            "c1",
+            "ns",
         )
+        .await
         .expect("start");
         nix::unistd::write(&w, b"line\n").expect("write");
         drop(w);
         h.wait_drained(Duration::from_secs(5)).await;
         assert_eq!(std::fs::read_to_string(&out).expect("read"), "line\n");
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// containerd's binary logging protocol end to end: the logger gets the container's
+    /// stdout on fd 3 and stderr on fd 4, only CONTAINER_ID/CONTAINER_NAMESPACE in its
+    /// environment, the URI's query as arguments, and is waited for until it closes fd 5.
+    #[tokio::test]
+    async fn binary_logger_gets_both_streams() {
+        let dir = tempfile::tempdir().expect("dir");
+        let script = dir.path().join("logger");
+        std::fs::write(
+            &script,
+            "#!/bin/sh\n\
+             echo \"$CONTAINER_ID $CONTAINER_NAMESPACE ${HOME:-nohome} $1=$2\" > \"$2/env\"\n\
+             /bin/cat <&3 5>&- > \"$2/out\" &\n\
+             /bin/cat <&4 5>&- > \"$2/err\" &\n\
+             exec 5>&-\n\
+             wait\n",
+        )
+        .expect("script");
+        std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .expect("chmod");
+        let uri = format!("binary://{}?dir={}", script.display(), dir.path().display());
+        let (or, ow) = fdio::pipe().expect("pipe");
+        let (er, ew) = fdio::pipe().expect("pipe");
+        let paths = StdioPaths {
+            stdout: uri.clone(),
+            stderr: uri,
+            ..Default::default()
+        };
+        let h = IoHandle::start(
+            &paths,
+            ProcessIo::Pipes {
+                stdin: None,
+                stdout: Some(or),
+                stderr: Some(er),
+            },
+            "c1",
+            "ns1",
+        )
+        .await
+        .expect("start");
+        let env = std::fs::read_to_string(dir.path().join("env")).expect("ready means started");
+        assert_eq!(
+            env.trim(),
+            format!("c1 ns1 nohome dir={}", dir.path().display())
+        );
+        nix::unistd::write(&ow, b"to stdout\n").expect("write");
+        nix::unistd::write(&ew, b"to stderr\n").expect("write");
+        drop((ow, ew));
+        h.wait_drained(Duration::from_secs(5)).await;
+        // The logger ends on EOF; its files hold exactly each stream.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let out = std::fs::read_to_string(dir.path().join("out")).unwrap_or_default();
+            let err = std::fs::read_to_string(dir.path().join("err")).unwrap_or_default();
+            if out == "to stdout\n" && err == "to stderr\n" {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "out {out:?} err {err:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_missing_logger_fails_the_start_clearly() {
+        let paths = StdioPaths {
+            stdout: "binary:///nonexistent/logger".into(),
+            ..Default::default()
+        };
+        let e = IoHandle::start(&paths, ProcessIo::Null, "c1", "ns")
+            .await
+            .err()
+            .expect("no logger");
+        assert_eq!(
+            e.code(),
+            containerd_shim_protos::ttrpc::Code::FAILED_PRECONDITION
+        );
+        assert!(e.to_string().contains("/nonexistent/logger"), "{e}");
     }
 }
