@@ -163,7 +163,8 @@ pub fn kill_all_reaches_every_process(b: &impl Backend) {
     // (a vm's exec pid is a guest pid: QEMU's exit is the host's view of it)
     let host_extra = b.expect().task_pid == TaskPid::Process;
     wait_until("all container processes to be gone", t, || {
-        (!pid_alive(pid) && !(host_extra && pid_alive(extra))).then_some(())
+        let extra_alive = host_extra && pid_alive(extra);
+        (!pid_alive(pid) && !extra_alive).then_some(())
     });
     assert_eq!(
         env.task_rm_exit_code("kall"),
