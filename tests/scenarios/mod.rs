@@ -50,6 +50,9 @@ pub struct Expect {
     pub kill_all: (&'static str, i32),
     /// An image container's rootfs stays mounted under containerd's root/state while it runs.
     pub image_rootfs_mounted: bool,
+    /// An `exec -t` process starts on a terminal of the caller's size already (pct); otherwise
+    /// ctr's resize after the start sets it (the stock shim: `stty` may fail or read 0x0 first).
+    pub exec_tty_sized_at_start: bool,
 }
 
 /// crun (and the stock shim, under the self-check): the container's process is its pid 1 and
@@ -60,6 +63,7 @@ pub const CRUN: Expect = Expect {
     task_pid: TaskPid::Process,
     kill_all: ("SIGKILL", 137),
     image_rootfs_mounted: true,
+    exec_tty_sized_at_start: false,
 };
 
 /// pct: the container's process runs under our init (pid 1 of the CT), which signals every
@@ -70,6 +74,7 @@ pub const PCT: Expect = Expect {
     task_pid: TaskPid::Process,
     kill_all: ("SIGTERM", 143),
     image_rootfs_mounted: false,
+    exec_tty_sized_at_start: true,
 };
 
 /// vm: every run carries the backend annotation; the task pid is QEMU; the image rootfs is
@@ -80,6 +85,7 @@ pub const VM: Expect = Expect {
     task_pid: TaskPid::Vmm,
     kill_all: ("SIGKILL", 137),
     image_rootfs_mounted: true,
+    exec_tty_sized_at_start: false,
 };
 
 /// A backend under test: its private containerd, its expectations, its own checks.

@@ -8,13 +8,23 @@ fn pts_line(out: &str) -> bool {
     out.lines().any(|l| l.trim().starts_with("/dev/pts/"))
 }
 
-/// The size the container's terminal reports, once ctr's initial resize landed (polled, bounded:
-/// stty may transiently fail or read 0x0 before), then the size after our resize to 50x100.
-const SIZE_SCRIPT: &str = "n=0; while [ $n -lt 200 ]; do s=$(stty size 2>/dev/null); \
-     case \"$s\" in ''|'0 0') sleep 0.05; n=$((n+1));; *) break;; esac; done; \
-     echo \"size=$s\"; \
-     n=0; while [ \"$(stty size 2>/dev/null)\" != '50 100' ] && [ $n -lt 400 ]; do sleep 0.05; n=$((n+1)); done; \
-     echo \"resized=$(stty size)\"";
+/// Prints `size=R C` once ctr's initial resize landed (polled, bounded: stty may transiently fail
+/// or read 0x0 before). A macro: `concat!` takes literals only.
+macro_rules! wait_size {
+    () => {
+        "n=0; while [ $n -lt 200 ]; do s=$(stty size 2>/dev/null); \
+         case \"$s\" in ''|'0 0') sleep 0.05; n=$((n+1));; *) break;; esac; done; \
+         echo \"size=$s\""
+    };
+}
+const WAIT_SIZE: &str = wait_size!();
+
+/// The initial size ([`WAIT_SIZE`]), then the size after our resize to 50x100.
+const SIZE_SCRIPT: &str = concat!(
+    wait_size!(),
+    "; n=0; while [ \"$(stty size 2>/dev/null)\" != '50 100' ] && [ $n -lt 400 ]; do sleep 0.05; n=$((n+1)); done; \
+     echo \"resized=$(stty size)\""
+);
 
 /// run -t (tty, exit code), run -t (initial size, live resize), exec -t (tty, size, exit code).
 pub fn tty_run_exec_and_resize(b: &impl Backend) {
@@ -51,8 +61,14 @@ pub fn tty_run_exec_and_resize(b: &impl Backend) {
     );
     b.assert_gone("tty2");
 
-    // exec -t: tty, window size, exit code
+    // exec -t: tty, window size (at start, or once ctr's resize landed), exit code
     run_rootfs_detached(b, "ttyd", &["/bin/sleep", "1000"]);
+    let at_start = b.expect().exec_tty_sized_at_start;
+    let (script, size) = if at_start {
+        ("tty; stty size; exit 4".to_string(), "33 99")
+    } else {
+        (format!("tty; {WAIT_SIZE}; exit 4"), "size=33 99")
+    };
     let cmd = env.ctr_command(&[
         "task",
         "exec",
@@ -62,7 +78,7 @@ pub fn tty_run_exec_and_resize(b: &impl Backend) {
         "ttyd",
         "/bin/sh",
         "-c",
-        "tty; stty size; exit 4",
+        &script,
     ]);
     let (code, out) = run_in_pty(cmd, 33, 99, t);
     assert_eq!(code, 4, "ctr task exec -t exit code; output {out:?}");
@@ -70,7 +86,7 @@ pub fn tty_run_exec_and_resize(b: &impl Backend) {
         pts_line(&out),
         "exec tty must print /dev/pts/N; output {out:?}"
     );
-    assert!(out.contains("33 99"), "exec -t window size; output {out:?}");
+    assert!(out.contains(size), "exec -t window size; output {out:?}");
     kill_and_remove(b, "ttyd");
     b.assert_gone("ttyd");
     finish(b);
