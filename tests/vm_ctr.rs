@@ -17,25 +17,56 @@
 )]
 
 mod common;
+mod scenarios;
 
 use common::vm::*;
 use common::*;
+use scenarios::{Backend, Expect};
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::MutexGuard;
 use std::time::{Duration, Instant};
 
 const T: Duration = Duration::from_secs(60);
 const VM: &str = "io.pvelxc.backend=vm";
-const SCRIPT: &str = "echo hi; echo err >&2; exit 3";
 
-fn assert_hi_err_3(what: &str, out: &std::process::Output) {
-    assert_eq!(exit_code(out), 3, "{what}: exit code\n{}", describe(out));
-    assert_eq!(stdout(out), "hi\n", "{what}: stdout\n{}", describe(out));
-    assert!(
-        stderr(out).contains("err"),
-        "{what}: stderr must carry 'err'\n{}",
-        describe(out)
-    );
+/// The vm test host: one VM test at a time (the guard), a private containerd with the vm config.
+struct VmHost {
+    _serial: MutexGuard<'static, ()>,
+    env: TestEnv,
+}
+
+/// None when the test must be skipped (see `common::vm::vm_env`).
+fn vm() -> Option<VmHost> {
+    vm_env().map(|(g, env)| VmHost { _serial: g, env })
+}
+
+/// Run a shared scenario on a vm host (unless the test skips).
+fn on_vm(scenario: fn(&VmHost)) {
+    if let Some(host) = vm() {
+        scenario(&host);
+    }
+}
+
+impl Backend for VmHost {
+    fn env(&self) -> &TestEnv {
+        &self.env
+    }
+    fn env_mut(&mut self) -> &mut TestEnv {
+        &mut self.env
+    }
+    fn expect(&self) -> &Expect {
+        &scenarios::VM
+    }
+    /// The VM's state dir exists.
+    fn check_running(&self, id: &str) {
+        let dir = state_dir(&self.env, id);
+        assert!(dir.is_dir(), "state dir {} must exist", dir.display());
+    }
+    /// No QEMU using the container's state dir, and the dir is gone.
+    fn assert_gone(&self, id: &str) {
+        assert_no_vm_left(&self.env, id);
+    }
 }
 
 /// Live QEMU processes whose command line mentions `needle`.
@@ -71,13 +102,11 @@ fn assert_no_vm_left(env: &TestEnv, id: &str) {
 
 #[test]
 fn vm_run_rootfs_stdio_exit_code_and_spec_mapping() {
-    let Some((_g, env)) = vm_env() else {
+    let Some(host) = vm() else {
         return;
     };
-    let out = env.run_rootfs("vm1", &["--annotation", VM], &["/bin/sh", "-c", SCRIPT]);
-    assert_hi_err_3("ctr run --rootfs (vm)", &out);
-    assert!(env.task("vm1").is_none(), "--rm left the task");
-    assert_no_vm_left(&env, "vm1");
+    scenarios::run::run_rootfs_stdio_exit_code(&host, "vm1");
+    let env = &host.env;
 
     // Read-only rootfs, a read-write bind mount, memory limit → VM RAM, CPU quota → vCPUs.
     let rootfs = env.rootfs();
@@ -147,256 +176,39 @@ fn vm_run_rootfs_stdio_exit_code_and_spec_mapping() {
         "--cpus 2 → vCPUs\n{text}"
     );
     assert!(text.contains("vm2"), "hostname defaults to the id\n{text}");
-    assert_no_vm_left(&env, "vm2");
+    assert_no_vm_left(env, "vm2");
+    scenarios::finish(&host);
 }
 
 #[test]
 fn vm_run_image() {
-    let Some((_g, env)) = vm_env() else {
-        return;
-    };
-    let out = env.run_image("vmimg", &["--annotation", VM], &["/bin/sh", "-c", SCRIPT]);
-    assert_hi_err_3("ctr run image (vm)", &out);
-    assert_no_vm_left(&env, "vmimg");
-    assert!(
-        env.leftover_mounts().is_empty(),
-        "rootfs mounts left: {:?}",
-        env.leftover_mounts()
-    );
+    on_vm(scenarios::run::run_image_stdio_exit_code_and_null_io);
 }
 
 #[test]
 fn vm_detached_exec_ps_pause_metrics_kill_delete() {
-    let Some((_g, env)) = vm_env() else {
-        return;
-    };
-    let (_rootfs, pid) =
-        env.run_rootfs_detached("vmdet", &["--annotation", VM], &["/bin/sleep", "1000"]);
-    let argv = cmdline(pid);
-    assert!(
-        argv.first().is_some_and(|a| a.contains("qemu-system")),
-        "task pid {pid} must be QEMU: {argv:?}"
-    );
-
-    let out = env.ctr_stdin(
-        b"x\n",
-        &[
-            "task",
-            "exec",
-            "--exec-id",
-            "e1",
-            "vmdet",
-            "/bin/sh",
-            "-c",
-            "cat; exit 5",
-        ],
-    );
-    assert_eq!(exit_code(&out), 5, "exec exit code\n{}", describe(&out));
-    assert_eq!(
-        stdout(&out),
-        "x\n",
-        "exec stdin->stdout\n{}",
-        describe(&out)
-    );
-
-    env.ctr_ok(&[
-        "task",
-        "exec",
-        "-d",
-        "--exec-id",
-        "bg",
-        "vmdet",
-        "/bin/sleep",
-        "999",
-    ]);
-    let ps = wait_until("ctr task ps to list QEMU and the exec", T, || {
-        let ps = stdout(&env.ctr(&["task", "ps", "vmdet"]));
-        let pids: Vec<u32> = ps
-            .lines()
-            .skip(1)
-            .filter_map(|l| l.split_whitespace().next()?.parse().ok())
-            .collect();
-        (pids.contains(&pid) && pids.len() >= 2).then_some(ps)
-    });
-    eprintln!("ctr task ps:\n{ps}");
-
-    env.ctr_ok(&["task", "pause", "vmdet"]);
-    env.wait_task_status("vmdet", "PAUSED", T);
-    let st = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    assert!(
-        st.rsplit(')')
-            .next()
-            .is_some_and(|r| r.trim_start().starts_with('T')),
-        "QEMU must be stopped while paused: {st}"
-    );
-    env.ctr_ok(&["task", "resume", "vmdet"]);
-    env.wait_task_status("vmdet", "RUNNING", T);
-
-    let m = stdout(&env.ctr_ok(&["task", "metrics", "vmdet"]));
-    let mem = m
-        .lines()
-        .find(|l| l.split_whitespace().next() == Some("memory.usage_in_bytes"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse::<u64>().ok())
-        .unwrap_or_else(|| panic!("no memory usage figure in metrics:\n{m}"));
-    assert!(mem > 0, "memory usage must be non-zero:\n{m}");
-
-    // (ctr 1.6 has no `task update`; the refusal is covered by the unit tests.)
-
-    env.ctr_ok(&["task", "kill", "-s", "SIGKILL", "vmdet"]);
-    env.wait_task_status("vmdet", "STOPPED", T);
-    assert_eq!(env.task_rm_exit_code("vmdet"), 137);
-    env.ctr_ok(&["containers", "rm", "vmdet"]);
-    wait_until("QEMU to be gone", T, || (!pid_alive(pid)).then_some(()));
-    assert_no_vm_left(&env, "vmdet");
+    on_vm(scenarios::task::detached_exec_ps_pause_resume_metrics_kill);
 }
 
 #[test]
 fn vm_shim_sigkill_then_rm_cleans_up() {
-    let Some((_g, env)) = vm_env() else {
-        return;
-    };
-    let pid = env.run_image_detached("vmdie", &["--annotation", VM], &["/bin/sleep", "1000"]);
-    let dir = state_dir(&env, "vmdie");
-    assert!(dir.is_dir(), "state dir {} must exist", dir.display());
-    let shims = env.shim_pids();
-    assert_eq!(shims.len(), 1, "one shim expected: {shims:?}");
-    kill_pid(shims[0]);
-    wait_until("shim to die", T, || (!pid_alive(shims[0])).then_some(()));
-    let out = env.ctr(&["task", "rm", "-f", "vmdie"]);
-    if !out.status.success() {
-        assert!(
-            stderr(&out).contains("not found"),
-            "task rm -f after shim death\n{}",
-            describe(&out)
-        );
-    }
-    env.ctr_ok(&["containers", "rm", "vmdie"]);
-    // The shim's `delete` action kills QEMU (checked by its command line) and removes the dir.
-    wait_until("QEMU to be gone after shim death", T, || {
-        (!pid_alive(pid)).then_some(())
-    });
-    wait_until("state dir to be removed", T, || {
-        (!dir.exists()).then_some(())
-    });
-    wait_until("no mount left under containerd root/state", T, || {
-        env.leftover_mounts().is_empty().then_some(())
-    });
-    assert_no_vm_left(&env, "vmdie");
+    on_vm(scenarios::recovery::shim_sigkill_then_rm_cleans_up);
 }
 
+/// A 32 MiB limit gives the minimum VM (memory_mib); `tail /dev/zero` exhausts it.
 #[test]
 fn vm_oom_event_and_exit_137() {
-    let Some((_g, env)) = vm_env() else {
-        return;
-    };
-    let ev = env.events();
-    // A 32 MiB limit gives the minimum VM (memory_mib); `tail /dev/zero` exhausts it.
-    let out = env.run_rootfs(
-        "vmoom",
-        &["--annotation", VM, "--memory-limit", "33554432"],
-        &["/bin/sh", "-c", "exec tail /dev/zero"],
-    );
-    assert_eq!(exit_code(&out), 137, "OOM-killed task\n{}", describe(&out));
-    ev.wait_for("/tasks/oom", "vmoom", T);
-    assert_no_vm_left(&env, "vmoom");
+    on_vm(scenarios::run::oom_event_and_exit_137);
 }
 
 #[test]
 fn vm_tty_run() {
-    let Some((_g, env)) = vm_env() else {
-        return;
-    };
-    let rt = runtime();
-    let rootfs = env.rootfs().display().to_string();
-    let cmd = env.ctr_command(&[
-        "run",
-        "--rm",
-        "-t",
-        "--runtime",
-        &rt,
-        "--annotation",
-        VM,
-        "--env",
-        CONTAINER_PATH,
-        "--rootfs",
-        &rootfs,
-        "vmtty",
-        "/bin/sh",
-        "-c",
-        "tty; stty size; exit 4",
-    ]);
-    let (code, out) = run_in_pty(cmd, 24, 80, T);
-    assert_eq!(code, 4, "ctr run -t exit code; output {out:?}");
-    assert!(
-        out.lines().any(|l| l.trim().starts_with("/dev/pts/")),
-        "tty must print /dev/pts/N; output {out:?}"
-    );
-    assert_no_vm_left(&env, "vmtty");
-
-    // Initial window size from our terminal, then a live resize forwarded to the guest pty.
-    let rootfs = env.rootfs().display().to_string();
-    let script = "n=0; while [ $n -lt 200 ]; do s=$(stty size 2>/dev/null); \
-                  case \"$s\" in ''|'0 0') sleep 0.05; n=$((n+1));; *) break;; esac; done; \
-                  echo \"size=$s\"; \
-                  n=0; while [ \"$(stty size 2>/dev/null)\" != '50 100' ] && [ $n -lt 400 ]; do sleep 0.05; n=$((n+1)); done; \
-                  echo \"resized=$(stty size)\"";
-    let cmd = env.ctr_command(&[
-        "run",
-        "--rm",
-        "-t",
-        "--runtime",
-        &rt,
-        "--annotation",
-        VM,
-        "--env",
-        CONTAINER_PATH,
-        "--rootfs",
-        &rootfs,
-        "vmtty2",
-        "/bin/sh",
-        "-c",
-        script,
-    ]);
-    let mut pty = PtySession::spawn(cmd, 37, 123);
-    pty.wait_output_contains("size=", T);
-    assert!(
-        pty.output().contains("size=37 123"),
-        "initial window size must be 37x123; output {:?}",
-        pty.output()
-    );
-    pty.set_size(50, 100);
-    let (code, out) = pty.finish(T);
-    assert_eq!(code, 0, "output {out:?}");
-    assert!(
-        out.contains("resized=50 100"),
-        "resize must reach the guest; output {out:?}"
-    );
-
-    // exec -t into a detached VM container.
-    env.run_rootfs_detached("vmttyd", &["--annotation", VM], &["/bin/sleep", "1000"]);
-    let cmd = env.ctr_command(&[
-        "task",
-        "exec",
-        "-t",
-        "--exec-id",
-        "te1",
-        "vmttyd",
-        "/bin/sh",
-        "-c",
-        "tty; exit 4",
-    ]);
-    let (code, out) = run_in_pty(cmd, 33, 99, T);
-    assert_eq!(code, 4, "ctr task exec -t exit code; output {out:?}");
-    assert!(
-        out.lines().any(|l| l.trim().starts_with("/dev/pts/")),
-        "exec tty must print /dev/pts/N; output {out:?}"
-    );
-    env.ctr_ok(&["task", "kill", "-s", "SIGKILL", "vmttyd"]);
-    env.wait_task_status("vmttyd", "STOPPED", T);
-    env.ctr_ok(&["task", "rm", "vmttyd"]);
-    assert_no_vm_left(&env, "vmttyd");
+    on_vm(scenarios::tty::tty_run_exec_and_resize);
 }
+
+// ------------------------------------------------------------------------------------------
+// vm only: a missing kernel, the benchmark
+// ------------------------------------------------------------------------------------------
 
 #[test]
 fn vm_missing_kernel_fails_clearly() {

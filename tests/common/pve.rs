@@ -11,7 +11,6 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 pub const T: Duration = Duration::from_secs(60);
-pub const SCRIPT: &str = "echo hello; echo err >&2; exit 3";
 /// Foreign guests (other nodes' CTs and VMs) seeded at the bottom of every test's VMID range.
 pub const FOREIGN: u32 = 10;
 
@@ -258,16 +257,6 @@ impl Drop for Pve {
             let _ = fs::remove_dir_all(&self.root);
         }
     }
-}
-
-pub fn assert_hello_err_3(what: &str, out: &Output) {
-    assert_eq!(exit_code(out), 3, "{what}: exit code\n{}", describe(out));
-    assert_eq!(stdout(out), "hello\n", "{what}: stdout\n{}", describe(out));
-    assert!(
-        stderr(out).contains("err"),
-        "{what}: stderr\n{}",
-        describe(out)
-    );
 }
 
 pub fn vmid_of(p: &Pve, name: &str) -> u32 {
