@@ -236,9 +236,9 @@ impl Backend for PctBackend {
             }
             // The init reports its exit over the control socket, and writes the record before
             // it exits; none of either = killed from outside (`pct stop`): 137.
+            let reported = exit_ctl.final_exit(Duration::from_secs(2)).await;
             let record = exit_dir.read_exit_blocking().await;
-            let code = exit_ctl
-                .exited()
+            let code = reported
                 .map(|e| e.exit_code)
                 .or(record.map(|r| r.exit_code))
                 .unwrap_or(137);

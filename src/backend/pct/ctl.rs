@@ -248,7 +248,23 @@ impl Ctl {
         self.send(&Msg::Signal { signo, all }).is_ok()
     }
 
-    pub fn exited(&self) -> Option<Exited> {
+    /// The exit the init reported, once the control connection has been read to its end (the
+    /// init sends it just before it exits, so it may still sit in the socket when the init's
+    /// death is seen), waiting at most `limit` for the reader.
+    pub async fn final_exit(&self, limit: Duration) -> Option<Exited> {
+        let mut rx = self.exited.clone();
+        let _ = tokio::time::timeout(limit, async {
+            loop {
+                if rx.borrow_and_update().is_some() {
+                    return;
+                }
+                // Err: the reader ended (EOF), nothing more will come.
+                if rx.changed().await.is_err() {
+                    return;
+                }
+            }
+        })
+        .await;
         *self.exited.borrow()
     }
 
