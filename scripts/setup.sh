@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
-# Idempotent machine setup: packages, crun's hugetlb fix, release build, shim installed to
-# /usr/local/bin. Run as root (Debian 12 / Ubuntu). Safe to run again.
+# Idempotent DEVELOPER / CI machine setup: packages for building and testing (Debian's lxc,
+# QEMU from backports, registry, ...), crun's hugetlb fix, cargo-deb, release build, shim
+# installed to /usr/local/bin. Run as root (Debian 12 / Ubuntu). Safe to run again.
+# NOT for a Proxmox VE host: Debian's lxc and qemu packages conflict with lxc-pve and
+# pve-qemu-kvm. A Proxmox host installs the Debian package instead (scripts/package.sh, README
+# "Install on a Proxmox VE host").
 set -euo pipefail
 REPO_ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$REPO_ROOT"
@@ -8,7 +12,7 @@ cd "$REPO_ROOT"
 PACKAGES=(
     containerd runc crun lxc lxc-templates busybox-static umoci skopeo docker-registry
     containernetworking-plugins protobuf-compiler hyperfine iproute2 util-linux tmux
-    bsdextrautils build-essential pkg-config python3 ca-certificates git xz-utils gzip
+    bsdextrautils build-essential pkg-config python3 ca-certificates git xz-utils gzip file
 )
 
 missing=()
@@ -49,6 +53,9 @@ if command -v rustup >/dev/null; then
     rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt || true
     rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy || true
 fi
+
+# cargo-deb builds the Debian package (scripts/package.sh, tested by scripts/package-test.sh).
+command -v cargo-deb >/dev/null 2>&1 || cargo install --locked cargo-deb
 
 # Tests drive the release build (target/release).
 cargo build --release --workspace

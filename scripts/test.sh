@@ -113,6 +113,9 @@ for prof in ${PCT_PROFILES:-pve8 pve9.0}; do
         FAILED+=("pct tests on $prof")
 done
 
+step "Debian package: build, install/reinstall/remove/purge in a scratch root, a container run"
+"$REPO_ROOT/scripts/package-test.sh" || FAILED+=("Debian package")
+
 step "containerd suite gate check"
 "$REPO_ROOT/scripts/peer-gate-check.sh" || FAILED+=("containerd suite gate check")
 
