@@ -2,10 +2,12 @@
 //!
 //! The protocol stays at the edge: this file, `convert.rs` (requests → `model.rs` types,
 //! results → responses) and `publish.rs` (events → containerd). `ops.rs` holds the operations
-//! on the shim's own types, with its events going to an [`EventSink`] and its backends found
-//! through a lookup, so it runs under unit tests (`tests.rs`) without containerd or root.
+//! on the shim's own types (Create in `create.rs`), with its events going to an [`EventSink`]
+//! and its backends found through a lookup, so it runs under unit tests (`tests.rs`) without
+//! containerd or root.
 
 mod convert;
+mod create;
 mod metrics;
 mod model;
 mod ops;

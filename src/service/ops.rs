@@ -1,19 +1,17 @@
 //! The task operations, on the shim's own types (`model.rs`): no protobuf below the edge.
 
 use std::collections::HashMap;
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use containerd_shim::ExitSignal;
 
-use super::model::{CreateTask, EventSink, ExecTask, ProcInfo, TaskEvent};
+use super::model::{EventSink, ExecTask, ProcInfo, TaskEvent};
 use super::process::{Container, Proc};
 use super::state::{Status, Transition};
-use crate::backend::{registry, Backend, BundleRecord, CreateRequest, Recorder, Spawned, Target};
-use crate::config::{BackendKind, Config};
+use crate::backend::{registry, Backend, Spawned, Target};
+use crate::config::BackendKind;
 use crate::error::{Error, Result};
-use crate::router;
 use crate::sys::reaper::Exit;
 use crate::sys::stdio::IoHandle;
 
@@ -24,11 +22,11 @@ const DRAIN_LIMIT: Duration = Duration::from_secs(3);
 pub type BackendLookup = Arc<dyn Fn(BackendKind) -> Arc<dyn Backend> + Send + Sync>;
 
 pub struct Service {
-    namespace: String,
+    pub(super) namespace: String,
     containers: Mutex<HashMap<String, Arc<Container>>>,
-    events: Arc<dyn EventSink>,
+    pub(super) events: Arc<dyn EventSink>,
     exit: Arc<ExitSignal>,
-    backends: BackendLookup,
+    pub(super) backends: BackendLookup,
 }
 
 impl Service {
@@ -51,7 +49,7 @@ impl Service {
         }
     }
 
-    fn table(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Container>>> {
+    pub(super) fn table(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Container>>> {
         self.containers.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -62,115 +60,13 @@ impl Service {
             .ok_or_else(|| Error::NotFound(format!("container {id} not found")))
     }
 
-    pub async fn create(&self, req: CreateTask) -> Result<u32> {
-        super::model::validate_id("container id", &req.id)?;
-        if self.table().contains_key(&req.id) {
-            return Err(Error::AlreadyExists(format!(
-                "container {} already exists",
-                req.id
-            )));
-        }
-        if req.checkpoint {
-            return Err(Error::Unimplemented(
-                "restoring from a checkpoint is not supported by containerd-shim-pvelxc-v2".into(),
-            ));
-        }
-        let bundle = req.bundle.clone();
-        if !bundle.is_absolute() || !bundle.is_dir() {
-            return Err(Error::invalid(format!(
-                "bundle {:?} is not a directory",
-                bundle.display()
-            )));
-        }
-        let opts = req.options.clone().unwrap_or_default();
-        let loaded = Config::load(opts.config_path.as_deref())?;
-        let spec = load_spec(&bundle)?;
-        let annotations = spec.annotations().clone().unwrap_or_default();
-        let config = Arc::new(loaded.config);
-        let lookup = &self.backends;
-        let decision = router::route(
-            &config,
-            &router::Request {
-                namespace: &self.namespace,
-                container_id: &req.id,
-                annotations: &annotations,
-            },
-            |k| lookup(k).admit(&annotations),
-            |k| lookup(k).usable(&config),
-        )?;
-        log::info!(
-            "{}: backend {} ({})",
-            req.id,
-            decision.backend,
-            decision.reason
-        );
-        let backend = lookup(decision.backend);
-        let record = Arc::new(Recorder::start(
-            &bundle,
-            BundleRecord {
-                backend: Some(decision.backend),
-                namespace: self.namespace.clone(),
-                id: req.id.clone(),
-                config_path: loaded.path.map(|p| p.display().to_string()),
-                ..Default::default()
-            },
-        )?);
-
-        let stdio = req.stdio.clone();
-        let (instance, spawned) = backend
-            .create(CreateRequest {
-                namespace: self.namespace.clone(),
-                id: req.id.clone(),
-                bundle: bundle.clone(),
-                spec,
-                rootfs: req.rootfs.clone(),
-                stdio: stdio.clone(),
-                options: opts,
-                config,
-                record,
-            })
-            .await?;
-        let Spawned { pid, io, exit } = spawned;
-        let init = Arc::new(Proc::new("", pid, stdio.clone(), None));
-        match IoHandle::start(&stdio, io, &req.id, &self.namespace).await {
-            Ok(h) => {
-                init.set_io(h);
-            }
-            Err(e) => {
-                let _ = instance.delete(true).await;
-                return Err(e);
-            }
-        }
-        let c = Arc::new(Container::new(
-            req.id.clone(),
-            bundle.clone(),
-            instance.clone(),
-            init.clone(),
-        ));
-        self.table().insert(req.id.clone(), c.clone());
-        self.events.publish(TaskEvent::Create {
-            id: req.id.clone(),
-            bundle,
-            rootfs: req.rootfs,
-            stdio,
-            pid,
-        });
-
-        self.watch_exit(c.clone(), init, exit);
-        if let Some(mut oom) = instance.oom_events() {
-            let events = self.events.clone();
-            let id = req.id.clone();
-            tokio::spawn(async move {
-                while oom.recv().await.is_some() {
-                    events.publish(TaskEvent::Oom { id: id.clone() });
-                }
-            });
-        }
-        Ok(pid)
-    }
-
     /// Report a process's exit once its output drained and any in-flight start finished.
-    fn watch_exit(&self, c: Arc<Container>, p: Arc<Proc>, exit: crate::backend::ExitFuture) {
+    pub(super) fn watch_exit(
+        &self,
+        c: Arc<Container>,
+        p: Arc<Proc>,
+        exit: crate::backend::ExitFuture,
+    ) {
         let events = self.events.clone();
         tokio::spawn(async move {
             let code = exit.await;
@@ -456,11 +352,4 @@ fn info(c: &Container, p: &Proc) -> ProcInfo {
         stdio: p.stdio.clone(),
         state: p.snapshot(),
     }
-}
-
-fn load_spec(bundle: &Path) -> Result<oci_spec::runtime::Spec> {
-    let p = bundle.join("config.json");
-    let text = std::fs::read(&p).map_err(|e| Error::io(format!("read {}", p.display()), e))?;
-    serde_json::from_slice(&text)
-        .map_err(|e| Error::invalid(format!("malformed {}: {e}", p.display())))
 }
