@@ -12,6 +12,9 @@ fn main() {
         println!("  Revision: {REVISION}");
         return;
     }
+    if args.get(1).map(String::as_str) == Some("gc") {
+        std::process::exit(containerd_shim_pvelxc_v2::check::gc::main(&args[2..]));
+    }
     if args.get(1).map(String::as_str) == Some("check") {
         std::process::exit(containerd_shim_pvelxc_v2::check::main(&args[2..]));
     }

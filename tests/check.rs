@@ -235,3 +235,46 @@ fn info_answers_with_a_runtime_info() {
     let out = run_cmd(c, Some(vec![0xff, 0xff, 0xff]), T);
     assert_eq!(out.status.code(), Some(1));
 }
+
+#[test]
+fn gc_prunes_templates_on_request() {
+    let dir = tempfile::tempdir().expect("dir");
+    let tpl = dir.path().join("templates");
+    std::fs::create_dir(&tpl).expect("mkdir");
+    let names = [
+        format!("pvelxc-{}.tar", "a".repeat(64)),
+        format!("pvelxc-{}.tar", "b".repeat(64)),
+    ];
+    for n in &names {
+        std::fs::write(tpl.join(n), vec![1u8; 4096]).expect("template");
+    }
+    std::fs::write(tpl.join("not-ours.tar"), b"x").expect("foreign file");
+    let cfg = pct_config(
+        dir.path(),
+        &format!("template_dir = {:?}\n", tpl.display().to_string()),
+    );
+    // Under the configured cap: nothing goes.
+    let mut c = Command::new(shim());
+    c.args(["gc", "--config"]).arg(&cfg);
+    let out = run_cmd(c, None, T);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("0 removed"));
+    assert!(names.iter().all(|n| tpl.join(n).exists()));
+    // --all: every template no create holds goes, and nothing that is not a template.
+    let mut c = Command::new(shim());
+    c.args(["gc", "--all", "--config"]).arg(&cfg);
+    let out = run_cmd(c, None, T);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.contains("2 removed"), "{text}");
+    assert!(names.iter().all(|n| !tpl.join(n).exists()), "{text}");
+    assert!(
+        tpl.join("not-ours.tar").exists(),
+        "gc removed a file that is not a template"
+    );
+}

@@ -19,6 +19,7 @@ use crate::sys::cgroup::Metrics;
 use crate::sys::reaper::Exit;
 use crate::sys::stdio::{ProcessIo, StdioPaths};
 
+pub mod binds;
 pub mod crun;
 pub mod executable;
 pub mod pct;

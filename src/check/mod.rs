@@ -3,6 +3,7 @@
 //! missing; the exit code is 0 only when the configured default backend is ready. Read-only:
 //! nothing is created, started or cached.
 
+pub mod gc;
 mod host;
 pub mod info;
 

@@ -109,15 +109,8 @@ pub fn resources(r: &LinuxResources, o: &mut CtOptions) {
 pub fn mount_points(spec: &Spec) -> Result<Vec<MountPoint>> {
     let mut out = Vec::new();
     let mut index = 2u8;
-    for m in spec.mounts().as_deref().unwrap_or_default() {
-        let opts = m.options().clone().unwrap_or_default();
-        let is_bind =
-            m.typ().as_deref() == Some("bind") || opts.iter().any(|o| o == "bind" || o == "rbind");
-        if !is_bind {
-            continue;
-        }
-        let Some(src) = m.source() else { continue };
-        let dst = m.destination().display().to_string();
+    for b in crate::backend::binds::binds(spec) {
+        let (src, dst) = (&b.source, b.destination);
         if !src.is_absolute() || !src.is_dir() {
             log::warn!(
                 "pct: bind mount {} -> {dst} skipped: only host directories can be CT mount points",
@@ -131,7 +124,7 @@ pub fn mount_points(spec: &Spec) -> Result<Vec<MountPoint>> {
             )));
         }
         let mut mp = MountPoint::bind(index, src.display().to_string(), dst);
-        mp.ro = opts.iter().any(|o| o == "ro");
+        mp.ro = b.read_only;
         mp.render()
             .map_err(|e| Error::invalid(format!("bind mount {}: {e}", src.display())))?;
         out.push(mp);

@@ -125,20 +125,13 @@ pub fn cpu_quota(res: Option<&LinuxResources>) -> Option<(i64, u64)> {
 /// hosts) cannot be shared as such and are skipped with a log line.
 pub fn extra_mounts(spec: &Spec, bundle: &Path) -> Vec<ExtraMount> {
     let mut out = Vec::new();
-    for m in spec.mounts().iter().flatten() {
-        let opts = m.options().clone().unwrap_or_default();
-        let is_bind =
-            m.typ().as_deref() == Some("bind") || opts.iter().any(|o| o == "bind" || o == "rbind");
-        if !is_bind {
-            continue;
-        }
-        let Some(src) = m.source() else { continue };
-        let src = if src.is_absolute() {
-            src.clone()
+    for b in crate::backend::binds::binds(spec) {
+        let src = if b.source.is_absolute() {
+            b.source
         } else {
-            bundle.join(src)
+            bundle.join(&b.source)
         };
-        let dest = m.destination().display().to_string();
+        let dest = b.destination;
         if !src.is_dir() {
             log::info!(
                 "vm: bind mount {} -> {dest} skipped: only directories can be shared into the VM",
@@ -149,7 +142,7 @@ pub fn extra_mounts(spec: &Spec, bundle: &Path) -> Vec<ExtraMount> {
         out.push(ExtraMount {
             host_path: src,
             guest_path: dest,
-            read_only: opts.iter().any(|o| o == "ro"),
+            read_only: b.read_only,
         });
     }
     out

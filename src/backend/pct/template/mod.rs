@@ -137,6 +137,14 @@ pub fn collect_garbage(cfg: &PctConfig) -> Result<gc::GcReport> {
     gc::collect(&dir, cfg.template_max_gib.saturating_mul(1 << 30))
 }
 
+/// Remove every unleased template of `cfg`'s template directory (`gc --all`). Blocking.
+pub fn collect_all(cfg: &PctConfig) -> Result<gc::GcReport> {
+    let dir = template_dir(cfg);
+    gc::sweep_temps(&dir, None, gc::STALE_AGE);
+    // A cap of one byte: nothing unleased fits under it.
+    gc::collect(&dir, 1)
+}
+
 async fn blocking<T: Send + 'static>(
     what: &str,
     f: impl FnOnce() -> Result<T> + Send + 'static,
@@ -265,6 +273,13 @@ impl Packer<'_> {
             .custom_flags(libc::O_NOFOLLOW)
             .open(&tmp)
             .map_err(|e| Error::io(format!("create {}", tmp.display()), e))?;
+        let started = std::time::Instant::now();
+        log::info!(
+            "packing the rootfs {} into template {} (timeout {} s)",
+            src.display(),
+            path.display(),
+            self.timeout().as_secs()
+        );
         let res = async {
             let out = tar::run(&tar::pack_argv(src, &tmp), self.timeout(), tar::GRACE).await?;
             if out.code != 0 {
@@ -288,7 +303,12 @@ impl Packer<'_> {
         if res.is_err() {
             let _ = std::fs::remove_file(&tmp);
         } else {
-            log::info!("packed template {}", path.display());
+            let mib = std::fs::metadata(&path).map(|m| m.len() >> 20).unwrap_or(0);
+            log::info!(
+                "packed template {} ({mib} MiB) in {:.1} s",
+                path.display(),
+                started.elapsed().as_secs_f64()
+            );
         }
         res
     }
