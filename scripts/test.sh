@@ -116,6 +116,13 @@ done
 step "Debian package: build, install/reinstall/remove/purge in a scratch root, a container run"
 "$REPO_ROOT/scripts/package-test.sh" || FAILED+=("Debian package")
 
+step "containerd 1.7 (Debian 13) and 2.x (unstable) lanes: the ctr suite, gated against their own runc shim"
+if [ -n "${PVELXC_SKIP_LANES:-}" ]; then
+    echo "NOT RUN: containerd 1.7/2.x lanes (PVELXC_SKIP_LANES set)"
+else
+    "$REPO_ROOT/scripts/containerd-lanes.sh" all || FAILED+=("containerd 1.7/2.x lanes")
+fi
+
 step "containerd suite gate check"
 "$REPO_ROOT/scripts/peer-gate-check.sh" || FAILED+=("containerd suite gate check")
 
