@@ -83,11 +83,16 @@ run_suite() {
     log=$(sed -n 's/^log: //p' "$raw" | tail -n 1)
     [ -f "$log" ] || { echo "peer[$label]: run.sh named no log" >&2; return 1; }
     results_of "$log" >"$out"
-    # What each failed test said (go test prints a test's log lines under its --- FAIL line),
-    # so a CI log alone tells why.
+    # What each failed test said: go test -v streams a test's own lines (indented, after its
+    # `=== RUN/CONT` header) among the others', so collect them per test; containerd's debug
+    # lines (log_hook) are left out. A CI log alone then tells why.
     local t
     for t in $(awk '$2 == "FAIL" {print $1}' "$out"); do
-        grep -A8 -- "^--- FAIL: $t " "$log" | grep -v '^--- PASS' | sed "s/^/peer[$label]: | /" || true
+        awk -v t="$t" '
+            $0 ~ "^=== (RUN|CONT|NAME) +" t "$" { on = 1; next }
+            /^(===|---) / { on = 0 }
+            on && /^    / && !/log_hook/ && n < 20 { print; n++ }' "$log" |
+            sed "s/^/peer[$label]: $t | /" || true
     done
 }
 

@@ -94,6 +94,26 @@ pub async fn destroy(
             log::warn!("CT {vmid} is not destroyed: {why}");
         }
     }
+    // The VMID may already be another create's (our CT was gone, a crash cleanup ran late):
+    // its directory and reservation are then that create's, not ours to remove. While the
+    // reservation is ours nobody else can take the VMID, so D goes first, then the reservation.
+    match alloc.reserved_by_other(vmid, token) {
+        Ok(true) => {
+            log::warn!(
+                "VMID {vmid} is reserved by another container now: {} is left to it",
+                dir.display()
+            );
+            return Ok(());
+        }
+        Ok(false) => {}
+        Err(e) => {
+            log::warn!(
+                "VMID {vmid}: cannot read the reservations ({e}); {} is left alone",
+                dir.display()
+            );
+            return Ok(());
+        }
+    }
     ctdir::remove(dir)?;
     release(alloc, vmid);
     Ok(())
@@ -260,6 +280,7 @@ impl Backend for PctBackend {
             init_pidfd,
             oom: Mutex::new(oom),
             destroyed: tokio::sync::Mutex::new(false),
+            record: made.record,
         };
         Ok((
             Arc::new(inst),

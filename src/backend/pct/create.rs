@@ -167,7 +167,9 @@ pub async fn create_ct(req: &CreateRequest) -> Result<(Made, std::os::unix::net:
     let mut excluded: Vec<Vmid> = Vec::new();
     let mut lock_waits = 0u32;
     loop {
-        let vmid = allocate(&alloc, &state_dir, &owner, &excluded).await?;
+        // The reservation names this create's token: a late cleanup of an earlier container
+        // with the same VMID then knows the directory is not its own (see backend::destroy).
+        let vmid = allocate(&alloc, &state_dir, &format!("{owner} {token}"), &excluded).await?;
         let prepared = CtDir::prepare(
             &state_dir,
             vmid,

@@ -38,6 +38,9 @@ pub struct PctInstance {
     pub ctcg: Option<CtCgroup>,
     pub oom: Mutex<Option<mpsc::UnboundedReceiver<()>>>,
     pub destroyed: tokio::sync::Mutex<bool>,
+    /// The bundle record: cleared once the CT is destroyed, so that a later `delete` action
+    /// (containerd runs one when a shim goes away) has nothing left to clean up.
+    pub record: Arc<crate::backend::Recorder>,
 }
 
 impl PctInstance {
@@ -161,6 +164,9 @@ impl Instance for PctInstance {
         )
         .await?;
         log::info!("{}: CT {} destroyed", self.owner, self.vmid);
+        if let Err(e) = self.record.set(crate::backend::BackendState::None) {
+            log::warn!("{}: clear the bundle record: {e}", self.owner);
+        }
         *done = true;
         Ok(())
     }

@@ -261,6 +261,20 @@ impl Allocator {
     }
 
     /// Drop the reservation of `vmid` (after `pct create` succeeded or gave up).
+    /// Whether a live reservation of `vmid` belongs to a create other than the one whose
+    /// ownership token is `token` (reservation owners are `<namespace>/<id> <token>`; an owner
+    /// without a `pvelxc-` token predates tokens and counts as the caller's).
+    pub fn reserved_by_other(&self, vmid: Vmid, token: &str) -> Result<bool, VmidError> {
+        let _g = self.lock()?;
+        let now = now_ms();
+        Ok(self.read_reservations()?.iter().any(|r| {
+            r.vmid == vmid
+                && r.expires_unix_ms > now
+                && r.owner.contains(" pvelxc-")
+                && !r.owner.split_whitespace().any(|w| w == token)
+        }))
+    }
+
     pub fn release(&self, vmid: Vmid) -> Result<(), VmidError> {
         let _g = self.lock()?;
         let res: Vec<Reservation> = self
@@ -415,6 +429,23 @@ mod tests {
         }
         let got = vmids_in_config_dirs(&[d.clone(), d.join("missing")]);
         assert_eq!(got, vec![Vmid(101), Vmid(250)]);
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn reservations_name_their_create() {
+        let d = tmp("owner");
+        let a = Allocator::new(d.join("l"), d.join("r"), VmidRange::new(500, 509).unwrap());
+        let v = a
+            .allocate_with("ns/a pvelxc-0000000000aa", || Ok(Vec::new()))
+            .unwrap();
+        assert!(!a.reserved_by_other(v, "pvelxc-0000000000aa").unwrap());
+        assert!(a.reserved_by_other(v, "pvelxc-0000000000bb").unwrap());
+        let free = Vmid::new(509).unwrap();
+        assert!(!a.reserved_by_other(free, "pvelxc-0000000000bb").unwrap());
+        // Reservations of earlier versions (no token) are nobody else's.
+        let w = a.allocate_with("ns/old", || Ok(Vec::new())).unwrap();
+        assert!(!a.reserved_by_other(w, "pvelxc-0000000000bb").unwrap());
         let _ = std::fs::remove_dir_all(&d);
     }
 }
