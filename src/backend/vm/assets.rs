@@ -134,13 +134,35 @@ fn build_locked(modules: &Path, agent: &Path, out: &Path) -> Result<()> {
         .write(true)
         .open(&lock_path)
         .map_err(|e| Error::io(format!("open {}", lock_path.display()), e))?;
-    let _lock = nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive)
-        .map_err(|(_, e)| Error::io(format!("lock {}", lock_path.display()), e.into()))?;
+    // Another shim may be building it: wait for that, bounded.
+    let deadline = std::time::Instant::now() + BUILD_WAIT;
+    let mut f = f;
+    let _lock = loop {
+        match nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+            Ok(l) => break l,
+            Err((back, nix::errno::Errno::EWOULDBLOCK)) if std::time::Instant::now() < deadline => {
+                f = back;
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            Err((_, nix::errno::Errno::EWOULDBLOCK)) => {
+                return Err(Error::DeadlineExceeded(format!(
+                    "another process has been building {} for over {} s ({} is locked)",
+                    out.display(),
+                    BUILD_WAIT.as_secs(),
+                    lock_path.display()
+                )))
+            }
+            Err((_, e)) => {
+                return Err(Error::io(format!("lock {}", lock_path.display()), e.into()))
+            }
+        }
+    };
     if out.is_file() {
         return Ok(());
     }
+    let started = std::time::Instant::now();
     log::info!(
-        "building initramfs {} from {} and {}",
+        "building initramfs {} from {} and {} (first VM on this host)",
         out.display(),
         agent.display(),
         modules.display()
@@ -158,8 +180,18 @@ fn build_locked(modules: &Path, agent: &Path, out: &Path) -> Result<()> {
             agent.display(),
             modules.display()
         ))
-    })
+    })?;
+    let mib = std::fs::metadata(out).map(|m| m.len() >> 20).unwrap_or(0);
+    log::info!(
+        "built initramfs {} ({mib} MiB) in {:.1} s",
+        out.display(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
 }
+
+/// How long a create waits for another process's initramfs build.
+const BUILD_WAIT: std::time::Duration = std::time::Duration::from_secs(120);
 
 /// True for an ELF executable without a program interpreter (statically linked).
 pub fn is_static_elf(path: &Path) -> std::io::Result<bool> {
