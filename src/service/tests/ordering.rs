@@ -148,21 +148,29 @@ fn check(evs: &[TaskEvent]) -> Result<(), String> {
     Ok(())
 }
 
+/// One generated case on `rt`: the scenario, then the rules; Err names the broken rule with
+/// the ops and the events.
+fn run_case(rt: tokio::runtime::Runtime, delay: u32, ops: &[Op]) -> Result<(), String> {
+    let evs = rt.block_on(async {
+        let h = Harness::new(delay);
+        scenario(&h, ops).await;
+        h.events.events()
+    });
+    check(&evs).map_err(|why| {
+        let names: Vec<_> = evs.iter().map(super::name).collect();
+        format!("{why}\nops {ops:?}\nevents {names:?}")
+    })
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 400, ..ProptestConfig::default() })]
 
-    /// One thread, interleavings chosen by the generated yields and exit delays: a failure
-    /// replays exactly.
+    /// One thread (as the shim runs), interleavings chosen by the generated yields and exit
+    /// delays: a failure replays exactly.
     #[test]
     fn events_keep_their_order(delay in 0u32..6, ops in prop::collection::vec(op(), 0..16)) {
-        let evs = rt().block_on(async {
-            let h = Harness::new(delay);
-            scenario(&h, &ops).await;
-            h.events.events()
-        });
-        if let Err(why) = check(&evs) {
-            let names: Vec<_> = evs.iter().map(super::name).collect();
-            prop_assert!(false, "{why}\nops {ops:?}\nevents {names:?}");
+        if let Err(e) = run_case(rt(), delay, &ops) {
+            prop_assert!(false, "{e}");
         }
     }
 }
@@ -170,7 +178,8 @@ proptest! {
 proptest! {
     #![proptest_config(ProptestConfig { cases: 60, ..ProptestConfig::default() })]
 
-    /// The shim's real runtime has worker threads: exits race the calls for real here.
+    /// Worker threads: exits race the calls for real, so the rules do not depend on the
+    /// shim's single-threaded runtime.
     #[test]
     fn events_keep_their_order_on_threads(delay in 0u32..6, ops in prop::collection::vec(op(), 0..16)) {
         let rt = tokio::runtime::Builder::new_multi_thread()
@@ -178,14 +187,8 @@ proptest! {
             .enable_all()
             .build()
             .expect("runtime");
-        let evs = rt.block_on(async {
-            let h = Harness::new(delay);
-            scenario(&h, &ops).await;
-            h.events.events()
-        });
-        if let Err(why) = check(&evs) {
-            let names: Vec<_> = evs.iter().map(super::name).collect();
-            prop_assert!(false, "{why}\nops {ops:?}\nevents {names:?}");
+        if let Err(e) = run_case(rt, delay, &ops) {
+            prop_assert!(false, "{e}");
         }
     }
 }
