@@ -94,9 +94,17 @@ pub async fn destroy(
             log::warn!("CT {vmid} is not destroyed: {why}");
         }
     }
-    // The VMID may already be another create's (our CT was gone, a crash cleanup ran late):
-    // its directory and reservation are then that create's, not ours to remove. While the
-    // reservation is ours nobody else can take the VMID, so D goes first, then the reservation.
+    // The allocator's host-wide lock, an unmount and a directory removal: off the runtime.
+    let (a, d, t) = (alloc.clone(), dir.to_path_buf(), token.to_string());
+    tokio::task::spawn_blocking(move || free_vmid(&a, vmid, &d, &t))
+        .await
+        .map_err(|e| Error::internal(format!("free VMID {vmid}: {e}")))?
+}
+
+/// Remove D and release the reservation, unless the VMID is another create's by now (our CT
+/// was gone, a crash cleanup ran late): its directory and reservation are then that create's.
+/// While the reservation is ours nobody else can take the VMID, so D goes first.
+fn free_vmid(alloc: &Allocator, vmid: Vmid, dir: &Path, token: &str) -> Result<()> {
     match alloc.reserved_by_other(vmid, token) {
         Ok(true) => {
             log::warn!(
