@@ -120,7 +120,7 @@ step "containerd 1.7 (Debian 13) and 2.x (unstable) lanes: the ctr suite, gated 
 if [ -n "${PVELXC_SKIP_LANES:-}" ]; then
     echo "NOT RUN: containerd 1.7/2.x lanes (PVELXC_SKIP_LANES set)"
 else
-    "$REPO_ROOT/scripts/containerd-lanes.sh" all || FAILED+=("containerd 1.7/2.x lanes")
+    "$REPO_ROOT/scripts/containerd-lanes.sh" all 2>&1 | tee "$LOGS/lanes.log" || FAILED+=("containerd 1.7/2.x lanes")
 fi
 
 step "containerd suite gate check"
@@ -133,10 +133,17 @@ elif [ ! -f "$REPO_ROOT/../shared/peer/run.sh" ] && [ -z "${PEER_LIB:-}" ]; then
     echo "the peer harness (../shared/peer) is not next to this checkout; set PVELXC_SKIP_SUITES=peer to leave the suite out" >&2
     FAILED+=("containerd suite: no harness")
 else
-    "$REPO_ROOT/scripts/peer.sh" "${PEER_PATHS:-all}" || FAILED+=("containerd suite (peer)")
+    "$REPO_ROOT/scripts/peer.sh" "${PEER_PATHS:-all}" 2>&1 | tee "$LOGS/peer.log" || FAILED+=("containerd suite (peer)")
 fi
 
 step "summary"
+# why LOG REGEX: at most 40 lines of LOG matching REGEX, under the log's name.
+why() {
+    [ -f "$1" ] || return 0
+    grep -qE "$2" "$1" || return 0
+    echo "--- why, from ${1##*/}:"
+    grep -E "$2" "$1" | tail -n 40
+}
 echo "self-check (stock shim): $(test_totals "$LOGS/self-check.log"); tests only our shim can pass, not applicable there:"
 print_skips "$SELF_SKIPS"
 echo "workspace tests: $(test_totals "$LOGS/main.log")"
@@ -154,6 +161,10 @@ if [ "${CI:-}" = true ] || [ "${CI:-}" = 1 ]; then
     fi
 fi
 if [ ${#FAILED[@]} -gt 0 ]; then
+    # CI keeps only the tail of this output: say here, for each failed step, the lines that say why.
+    why "$LOGS/lanes.log" 'REGRESSION|failed \(see|no test passed'
+    why "$LOGS/peer.log" 'REGRESSION|UNEXPECTED PASS|CHANGED|NOT IN FILE|FAILED|never came up|touched|run.sh named|not found|missing'
+    for f in "$LOGS"/main.log "$LOGS"/pct-*.log "$LOGS"/self-check.log; do why "$f" '^test .* FAILED$|^failures:$|panicked at'; done
     printf 'FAILED: %s\n' "${FAILED[@]}" >&2
     exit 1
 fi

@@ -15,5 +15,6 @@
 /// OCI capability names ↔ numbers and the capget/capset/prctl calls (shared crate).
 pub use pvelxc_guest::caps;
 pub mod ct;
+pub mod pod;
 pub mod process;
 pub mod proto;
