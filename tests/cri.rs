@@ -31,7 +31,7 @@ use std::fs;
 use std::time::{Duration, Instant};
 
 use cri_support::client::v1;
-use cri_support::{CriEnv, Pod, ANN_BACKEND, H_DEFAULT, H_LOCKED, H_RUNC};
+use cri_support::{CriEnv, Pod, ANN_BACKEND, H_DEFAULT, H_LOCKED, H_PCT, H_RUNC};
 
 /// A PID-1 shell that exits 0 on SIGTERM.
 const IDLE: &[&str] = &[
@@ -663,11 +663,11 @@ fn routing_per_handler_and_annotations() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// pct is not for pods: a clear error, never a half-made pod
+// pct off Proxmox: a clear error, never a half-made pod
 // ---------------------------------------------------------------------------------------------
 
 #[test]
-fn pct_pod_is_refused_cleanly() {
+fn pct_pod_off_proxmox_is_refused_cleanly() {
     if skip_unless_ours() {
         return;
     }
@@ -681,23 +681,23 @@ fn pct_pod_is_refused_cleanly() {
     };
     let msg = err.message().to_string();
     assert!(
-        msg.contains("pct") && msg.contains("pod"),
-        "RunPodSandbox error does not explain that pct cannot run pods: {msg}"
+        msg.contains("pct") && msg.contains("Proxmox"),
+        "RunPodSandbox error does not say pct needs a Proxmox VE node: {msg}"
     );
     let pods = env.cri.pods().expect("ListPodSandbox");
     assert!(pods.is_empty(), "a half-made pod is listed: {pods:#?}");
 
-    // A container of a normal pod asking for pct: StartContainer fails, the pod is unharmed.
+    // A container of a crun pod asking for pct: StartContainer fails, the pod is unharmed.
     let pod = env.pod(H_DEFAULT, &[], false);
     let bad = env.create(&pod, "bad", IDLE, &[(ANN_BACKEND, "pct")]);
     let err = env
         .cri
         .start_ctr(&bad)
-        .expect_err("StartContainer of a pct container in a pod succeeded");
+        .expect_err("StartContainer of a pct container in a crun pod succeeded");
     let msg = err.message().to_string();
     assert!(
-        msg.contains("pct") && msg.contains("pod"),
-        "StartContainer error does not explain that pct cannot run in pods: {msg}"
+        msg.contains("pct"),
+        "StartContainer error does not name the pct backend: {msg}"
     );
     let good = env.run(&pod, "good", IDLE, &[]);
     assert_eq!(env.exec_ok(&good, &["echo", "ok"]), "ok");
@@ -705,4 +705,78 @@ fn pct_pod_is_refused_cleanly() {
     let id = pod.id.clone();
     env.remove_pod_fully(&id);
     env.assert_nothing_left(&pids);
+}
+
+// ---------------------------------------------------------------------------------------------
+// A pod as one Proxmox CT (the pct double inside a Proxmox-shaped host)
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn pct_pod_is_one_ct_with_its_containers() {
+    if skip_unless_ours() {
+        return;
+    }
+    let mut env = CriEnv::with_pct(761_000, 761_099);
+    let pod = env.pod(H_PCT, &[], false);
+    assert_eq!(env.pct_list().len(), 1, "one CT for the pod");
+    let ip = pod_ip(&mut env, &pod);
+    assert!(ip.starts_with("10.88."), "pod IP {ip:?}");
+
+    let cmd = [
+        "sh",
+        "-c",
+        "echo out-line-1; echo err-line-1 >&2; \
+         trap 'echo got-term; exit 7' TERM; echo ready; while true; do sleep 0.2; done",
+    ];
+    let c = env.run(&pod, "app", &cmd, &[]);
+    assert_eq!(
+        env.pct_list().len(),
+        1,
+        "the container runs inside the pod's CT"
+    );
+    let log = container_log(&pod, "app");
+    wait_log_line(&log, "stdout", "out-line-1");
+    wait_log_line(&log, "stderr", "err-line-1");
+    wait_log_line(&log, "stdout", "ready");
+
+    // ExecSync inside the container: its stdout, stderr and exit code.
+    let (code, out, err) = env.exec(&c, &["sh", "-c", "echo to-out; echo to-err >&2; exit 3"]);
+    assert_eq!(
+        (code, out.as_str(), err.as_str()),
+        (3, "to-out\n", "to-err\n")
+    );
+    // The pod's network is the CT's: the pod IP is on the container's interface.
+    let addrs = env.exec_ok(&c, &["ip", "-o", "-4", "addr"]);
+    assert!(
+        addrs.contains(&ip),
+        "pod IP {ip} not in the container: {addrs}"
+    );
+    // The container's own root (busybox image, not the pause image) and pid namespace.
+    assert_eq!(env.exec_ok(&c, &["cat", "/proc/1/comm"]), "sh");
+    assert!(env.exec_ok(&c, &["ls", "/bin"]).contains("busybox"));
+    // The pod's hostname and DNS files.
+    let hn = pod.config.hostname.clone();
+    assert_eq!(env.exec_ok(&c, &["hostname"]), hn);
+    let hosts = env.exec_ok(&c, &["cat", "/etc/hosts"]);
+    assert!(hosts.contains("localhost"), "{hosts}");
+
+    // StopContainer: SIGTERM reaches the trap; its exit code comes back.
+    env.cri.stop_ctr(&c, 10).expect("StopContainer");
+    let st = env.wait_state(&c, EXITED, Duration::from_secs(20));
+    assert_eq!(st.exit_code, 7, "{st:#?}");
+    wait_log_line(&log, "stdout", "got-term");
+
+    // A second container runs after the first is gone (Kubernetes' restart).
+    let c2 = env.run(&pod, "again", IDLE, &[]);
+    assert_eq!(env.exec_ok(&c2, &["echo", "ok"]), "ok");
+    env.cri.stop_ctr(&c2, 10).expect("StopContainer");
+    env.cri.remove_ctr(&c2).expect("RemoveContainer");
+    env.cri.remove_ctr(&c).expect("RemoveContainer");
+    env.cri.stop_pod(&pod.id).expect("StopPodSandbox");
+    env.cri.remove_pod(&pod.id).expect("RemovePodSandbox");
+    assert!(
+        env.pct_list().is_empty(),
+        "CTs left after RemovePodSandbox: {:?}",
+        env.pct_list()
+    );
 }

@@ -58,6 +58,39 @@ pub fn pct_bin() -> PathBuf {
     p
 }
 
+/// `pve-shape … exec --`: the test's host shape over `root`, with `foreign` foreign guests from
+/// VMID `lo`.
+pub fn shape_argv(root: &std::path::Path, lo: u32, foreign: u32) -> Vec<std::ffi::OsString> {
+    vec![
+        shape_bin().into_os_string(),
+        "--root".into(),
+        root.as_os_str().to_owned(),
+        "--profile".into(),
+        profile().into(),
+        "--foreign-from".into(),
+        lo.to_string().into(),
+        "--foreign".into(),
+        foreign.to_string().into(),
+        "exec".into(),
+        "--".into(),
+    ]
+}
+
+/// A shim config for the pct backend over the double root `root` (state in `root/ct`).
+pub fn config_text(root: &std::path::Path, lo: u32, hi: u32, extra: &str) -> String {
+    format!(
+        "backend = \"pct\"\n[pct]\nvmid_min = {lo}\nvmid_max = {hi}\n\
+         init_path = {init:?}\ntemplate_dir = {tpl:?}\ntimeout_secs = 60\n\
+         state_dir = {st:?}\n{extra}",
+        st = root.join("ct").display().to_string(),
+        init = static_init().display().to_string(),
+        tpl = root
+            .join("storage/local/template/cache")
+            .display()
+            .to_string(),
+    )
+}
+
 /// A private containerd whose default backend is pct, with its own double root and VMIDs,
 /// running inside a host shaped like a Proxmox node (`pve-shape`: /run noexec, /etc/pve the
 /// double's cluster tree with foreign guests holding the first VMIDs of the range).
@@ -85,39 +118,10 @@ impl Pve {
             .keep();
         let state = root.join("ct");
         let foreign = FOREIGN.min((hi - lo + 1) / 3);
-        let mut b = TestEnv::builder().wrap(
-            [
-                shape_bin().into_os_string(),
-                "--root".into(),
-                root.clone().into_os_string(),
-                "--profile".into(),
-                profile().into(),
-                "--foreign-from".into(),
-                lo.to_string().into(),
-                "--foreign".into(),
-                foreign.to_string().into(),
-                "exec".into(),
-                "--".into(),
-            ]
-            .to_vec(),
-        );
+        let mut b = TestEnv::builder().wrap(shape_argv(&root, lo, foreign));
         if config {
             let cfg = root.join("pvelxc.toml");
-            fs::write(
-                &cfg,
-                format!(
-                    "backend = \"pct\"\n[pct]\nvmid_min = {lo}\nvmid_max = {hi}\n\
-                     init_path = {init:?}\ntemplate_dir = {tpl:?}\ntimeout_secs = 60\n\
-                     state_dir = {st:?}\n{extra}",
-                    st = state.display().to_string(),
-                    init = static_init().display().to_string(),
-                    tpl = root
-                        .join("storage/local/template/cache")
-                        .display()
-                        .to_string(),
-                ),
-            )
-            .expect("write config");
+            fs::write(&cfg, config_text(&root, lo, hi, extra)).expect("write config");
             b = b.env("PVELXC_CONFIG", &cfg);
         } else {
             // No config: the static init must sit next to the shim binary, so run a copy of

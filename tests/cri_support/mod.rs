@@ -35,6 +35,9 @@ pub const H_RUNC: &str = "pvelxc-runc";
 pub const H_LOCKED: &str = "pvelxc-locked";
 /// The stock Go shim driving crun (reference behaviour).
 pub const H_STOCK: &str = "runc-crun";
+/// Handler whose `ConfigPath` says `backend = "pct"` (only in [`CriEnv::with_pct`]: containerd
+/// then runs inside a Proxmox-shaped host with the pct double).
+pub const H_PCT: &str = "pvelxc-pct";
 
 pub const ANN_BACKEND: &str = "io.pvelxc.backend";
 
@@ -187,10 +190,43 @@ pub struct CriEnv {
     /// Every pod / container id created here (for leftover checks and cleanup).
     pub pod_ids: Vec<String>,
     pub ctr_ids: Vec<String>,
+    /// [`CriEnv::with_pct`]: the double's root (its CTs, `pct`, state).
+    pub pct_root: Option<PathBuf>,
 }
 
 impl CriEnv {
     pub fn new() -> CriEnv {
+        Self::build(None)
+    }
+
+    /// containerd (and CNI, and the shims) inside a Proxmox-shaped host whose `pct` is the
+    /// double, with handler [`H_PCT`] routing pods to the pct backend over VMIDs `lo..=hi`.
+    pub fn with_pct(lo: u32, hi: u32) -> CriEnv {
+        Self::build(Some((lo, hi)))
+    }
+
+    /// `pct ARGS` in this env's host shape.
+    pub fn pct(&self, args: &[&str]) -> std::process::Output {
+        let root = self.pct_root.as_ref().expect("a pct CriEnv");
+        let mut c = Command::new(common::pve::shape_bin());
+        c.arg("--root")
+            .arg(root)
+            .args(["exec", "--"])
+            .arg(common::pve::pct_bin())
+            .args(args);
+        common::run_cmd(c, None, Duration::from_secs(60))
+    }
+
+    /// The VMIDs `pct list` shows.
+    pub fn pct_list(&self) -> Vec<u32> {
+        common::stdout(&self.pct(&["list"]))
+            .lines()
+            .skip(1)
+            .filter_map(|l| l.split_whitespace().next()?.parse().ok())
+            .collect()
+    }
+
+    fn build(pct: Option<(u32, u32)>) -> CriEnv {
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
         let pid = std::process::id();
         let uniq = format!("{:x}{n:x}", pid & 0xfffff);
@@ -240,6 +276,21 @@ impl CriEnv {
 
         let cri = "plugins.\"io.containerd.grpc.v1.cri\"";
         let rts = format!("{cri}.containerd.runtimes");
+        let pct_root = pct.map(|_| dir.join("pve"));
+        let pct_handler = match (pct, &pct_root) {
+            (Some((lo, hi)), Some(root)) => {
+                fs::create_dir_all(root).expect("mkdir pve root");
+                let cfg = dir.join("pct.toml");
+                fs::write(&cfg, common::pve::config_text(root, lo, hi, "")).expect("pct.toml");
+                format!(
+                    "\n    [{rts}.{H_PCT}]\n      runtime_type = {our:?}\n\
+                     \n    [{rts}.{H_PCT}.options]\n      ConfigPath = {c:?}\n",
+                    our = common::OUR_RUNTIME,
+                    c = s(&cfg),
+                )
+            }
+            _ => String::new(),
+        };
         let default_rt = default_runtime_type();
         let default_opts = if ours() {
             String::new()
@@ -256,7 +307,7 @@ impl CriEnv {
              \n    [{rts}.{H_LOCKED}]\n      runtime_type = {our:?}\n{ann}\
              \n    [{rts}.{H_LOCKED}.options]\n      ConfigPath = {locked:?}\n\
              \n    [{rts}.{H_STOCK}]\n      runtime_type = \"io.containerd.runc.v2\"\n\
-             \n    [{rts}.{H_STOCK}.options]\n      BinaryName = \"/usr/bin/crun\"\n\
+             \n    [{rts}.{H_STOCK}.options]\n      BinaryName = \"/usr/bin/crun\"\n{pct_handler}\
              \n  [{cri}.cni]\n    bin_dir = \"/usr/lib/cni\"\n    conf_dir = {conf:?}\n    max_conf_num = 1\n",
             our = common::OUR_RUNTIME,
             runc = s(&runc_cfg),
@@ -267,7 +318,11 @@ impl CriEnv {
 
         let pause = pause_image_tar();
         let busybox = common::fixtures().image_tar.clone();
-        let env = TestEnv::builder().with_cri().extra_config(&config).start();
+        let mut b = TestEnv::builder().with_cri().extra_config(&config);
+        if let (Some((lo, _)), Some(root)) = (pct, &pct_root) {
+            b = b.wrap(common::pve::shape_argv(root, lo, 0));
+        }
+        let env = b.start();
         let ctr_k8s = |args: &[&str]| {
             let mut cmd = Command::new("ctr");
             cmd.arg("--address")
@@ -328,6 +383,7 @@ impl CriEnv {
             cgroup_parents: Vec::new(),
             pod_ids: Vec::new(),
             ctr_ids: Vec::new(),
+            pct_root,
         }
     }
 
@@ -720,6 +776,15 @@ impl Drop for CriEnv {
             for sck in socks {
                 let _ = fs::remove_file(sck);
             }
+        }
+        if let Some(root) = self.pct_root.clone() {
+            for v in self.pct_list() {
+                let s = v.to_string();
+                let _ = self.pct(&["destroy", &s, "--force", "1", "--purge", "1"]);
+            }
+            let mut stop = Command::new(common::pve::shape_bin());
+            stop.arg("--root").arg(&root).arg("stop");
+            let _ = common::run_cmd(stop, None, Duration::from_secs(60));
         }
         let _ = Command::new("ip")
             .args(["link", "del", &self.bridge])

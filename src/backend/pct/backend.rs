@@ -14,7 +14,7 @@ use super::output::PctError;
 use super::pve::{cluster, ctconf};
 use super::runner::Pct;
 use super::vmid::{Allocator, Vmid, VmidRange};
-use super::{create, ctdir, ctl, spec};
+use super::{create, ctdir, ctl, pod, spec};
 use crate::backend::{Backend, BackendState, BundleRecord, CreateRequest, Instance, Spawned};
 use crate::config::{BackendKind, Config, PctConfig};
 use crate::error::{Error, Result};
@@ -24,10 +24,11 @@ use crate::sys::reaper;
 /// Reservations outlive the CT's creation: released when it is destroyed.
 const RESERVATION_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 
-/// Stateless: everything per container lives in its [`PctInstance`] and bundle record.
+/// Everything per container lives in its [`PctInstance`] and bundle record; the pods of this
+/// shim (one shim per pod) are found by sandbox id.
 #[derive(Default)]
 pub struct PctBackend {
-    _private: (),
+    pods: super::pod::Pods,
 }
 
 /// The host-wide allocator over the configured range narrowed to the datacenter's
@@ -188,6 +189,39 @@ fn merge_oom(
     Some(out)
 }
 
+impl PctBackend {
+    /// A pod's CT runs: CNI's network moves in, and its containers can find it.
+    async fn sandbox(
+        &self,
+        req: &CreateRequest,
+        made: &create::Made,
+        host_pid: u32,
+    ) -> Result<Arc<pod::PodCt>> {
+        if let Some(ns) = pod::net::cni_netns(&req.spec)? {
+            let moved = pod::net::move_into(&ns, host_pid)
+                .await
+                .map_err(|e| e.context("move the pod's network into its CT"))?;
+            log::info!(
+                "{}/{}: CT {} has the pod's network {} ({})",
+                req.namespace,
+                req.id,
+                made.vmid,
+                ns.display(),
+                moved.join(", ")
+            );
+        }
+        let p = Arc::new(pod::PodCt {
+            sandbox: req.id.clone(),
+            vmid: made.vmid,
+            dir: made.dir.clone(),
+            pct: made.pct.clone(),
+            init_host_pid: host_pid,
+        });
+        self.pods.insert(&p);
+        Ok(p)
+    }
+}
+
 #[async_trait]
 impl Backend for PctBackend {
     fn kind(&self) -> BackendKind {
@@ -208,7 +242,7 @@ impl Backend for PctBackend {
     }
 
     fn admit(&self, annotations: &std::collections::HashMap<String, String>) -> Result<()> {
-        spec::reject_pods(annotations)
+        spec::admit_pods(annotations)
     }
 
     async fn check(&self, config: &Config) -> crate::check::Report {
@@ -216,6 +250,13 @@ impl Backend for PctBackend {
     }
 
     async fn create(&self, req: CreateRequest) -> Result<(Arc<dyn Instance>, Spawned)> {
+        let ann = req.spec.annotations().clone().unwrap_or_default();
+        let role = pod::role(&ann)?;
+        if let pod::Role::Member { sandbox } = &role {
+            let p = self.pods.get(sandbox)?;
+            let (inst, spawned) = pod::container::PodContainer::create(&req, p).await?;
+            return Ok((inst, spawned));
+        }
         let owner = format!("{}/{}", req.namespace, req.id);
         let (made, listener) = create::create_ct(&req).await?;
         let (ctl, io) = match create::start_ct(&made, listener, &req.stdio).await {
@@ -226,6 +267,17 @@ impl Backend for PctBackend {
             }
         };
         let host_pid = ctl.host_pid;
+        let pod = if role == pod::Role::Sandbox {
+            match self.sandbox(&req, &made, host_pid).await {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    made.rollback(&e).await;
+                    return Err(e);
+                }
+            }
+        } else {
+            None
+        };
         let cgroup = Cgroup::of_pid(host_pid).ok();
         if let Some(cg) = &cgroup {
             if let Err(e) = super::ctcg::mirror_memory_limit(cg) {
@@ -289,6 +341,7 @@ impl Backend for PctBackend {
             oom: Mutex::new(oom),
             destroyed: tokio::sync::Mutex::new(false),
             record: made.record,
+            pod,
         };
         Ok((
             Arc::new(inst),

@@ -177,6 +177,7 @@ pub async fn create_ct(req: &CreateRequest) -> Result<(Made, std::os::unix::net:
             &init,
             &process,
             &plan.settings,
+            plan.pod,
         );
         let (dir, listener) = match prepared {
             Ok(v) => v,

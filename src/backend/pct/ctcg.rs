@@ -78,6 +78,23 @@ pub fn mirror_memory_limit(cg: &Cgroup) -> Result<()> {
 }
 
 impl CtCgroup {
+    /// Freezer and processes of exactly this cgroup (a pod container's own, below the CT's).
+    pub fn exact(cg: &Cgroup) -> CtCgroup {
+        match cg {
+            Cgroup::V1(m) => CtCgroup {
+                freeze: m.get("freezer").map(|p| (p.clone(), true)),
+                procs: ["pids", "memory", "freezer", "cpu"]
+                    .iter()
+                    .find_map(|c| m.get(*c))
+                    .cloned(),
+            },
+            Cgroup::V2(p) => CtCgroup {
+                freeze: Some((p.clone(), false)),
+                procs: Some(p.clone()),
+            },
+        }
+    }
+
     pub fn of(cg: &Cgroup) -> CtCgroup {
         match cg {
             Cgroup::V1(m) => CtCgroup {

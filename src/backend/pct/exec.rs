@@ -54,78 +54,36 @@ pub fn spawn(
     process: &Process,
     stdio: &StdioPaths,
 ) -> Result<Spawned> {
+    spawn_in(pct, vmid, dir, exec_id, process, stdio, None)
+}
+
+/// [`spawn`], inside the pod container whose process has the in-CT pid `into` (Some), or in
+/// the CT itself (None).
+pub fn spawn_in(
+    pct: &str,
+    vmid: Vmid,
+    dir: &Arc<CtDir>,
+    exec_id: &str,
+    process: &Process,
+    stdio: &StdioPaths,
+    into: Option<u32>,
+) -> Result<Spawned> {
     let name = safe_name(exec_id);
     let in_ct = dir.write_exec_spec(&name, process)?;
-    let argv = PctCommand::Exec {
-        vmid,
-        keep_env: None,
-        args: vec![
-            OsString::from(format!("{CT_DIR}/init")),
-            "exec".into(),
-            in_ct.into(),
-        ],
+    let mut args = vec![OsString::from(format!("{CT_DIR}/init"))];
+    match into {
+        Some(pid) => args.extend(["exec-in".into(), OsString::from(pid.to_string())]),
+        None => args.push("exec".into()),
     }
-    .argv()
-    .map_err(|e| Error::invalid(format!("pct exec: {e}")))?;
-    let mut cmd = std::process::Command::new(pct);
-    cmd.args(argv);
-    let io = if stdio.terminal {
-        let pty = nix::pty::openpty(None, None).map_err(Error::from)?;
-        if let Some(cs) = process.console_size() {
-            let _ = crate::sys::stdio::resize_pty(
-                &pty.master,
-                u32::try_from(cs.width()).unwrap_or(u32::MAX),
-                u32::try_from(cs.height()).unwrap_or(u32::MAX),
-            );
-        }
-        let slave = pty.slave;
-        cmd.stdin(Stdio::from(dup(&slave)?))
-            .stdout(Stdio::from(dup(&slave)?))
-            .stderr(Stdio::from(slave));
-        // SAFETY: setsid and ioctl are async-signal-safe; nothing else runs before exec.
-        unsafe {
-            cmd.pre_exec(|| {
-                nix::unistd::setsid().map_err(std::io::Error::from)?;
-                if libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        ProcessIo::Pty { master: pty.master }
-    } else {
-        let mut mine: [Option<OwnedFd>; 3] = [None, None, None];
-        let mut theirs: Vec<Stdio> = Vec::new();
-        for (i, path) in [&stdio.stdin, &stdio.stdout, &stdio.stderr]
-            .into_iter()
-            .enumerate()
-        {
-            if path.is_empty() {
-                theirs.push(Stdio::null());
-                continue;
-            }
-            let (r, w) = fdio::pipe().map_err(|e| Error::io("pipe", e))?;
-            let (m, t) = if i == 0 { (w, r) } else { (r, w) };
-            mine[i] = Some(m);
-            theirs.push(Stdio::from(t));
-        }
-        let mut it = theirs.into_iter();
-        if let (Some(i), Some(o), Some(e)) = (it.next(), it.next(), it.next()) {
-            cmd.stdin(i).stdout(o).stderr(e);
-        }
-        let [stdin, stdout, stderr] = mine;
-        ProcessIo::Pipes {
-            stdin,
-            stdout,
-            stderr,
+    args.push(in_ct.into());
+    let (io, child) = ChildStdio::new(stdio, process)?;
+    let (pid, exit) = match spawn_pct_exec(pct, vmid, args, child) {
+        Ok(v) => v,
+        Err(e) => {
+            dir.remove_exec_spec(&name);
+            return Err(e);
         }
     };
-    let child = cmd
-        .spawn()
-        .map_err(|e| Error::io(format!("spawn {pct} exec"), e))?;
-    drop(cmd);
-    let pid = child.id();
-    let exit = reaper::watch(pid as i32);
     let spec_dir = dir.clone();
     Ok(Spawned {
         pid,
@@ -136,6 +94,102 @@ pub fn spawn(
             code
         }),
     })
+}
+
+/// The child's ends of a process's stdio, made before the process exists (a pod container's
+/// are made at Create, its process spawned at Start).
+pub enum ChildStdio {
+    Pty(OwnedFd),
+    Pipes([Option<OwnedFd>; 3]),
+}
+
+impl ChildStdio {
+    /// Pipes (or a host pty for terminal=true, sized as the process asks): the shim's ends as
+    /// [`ProcessIo`], the child's kept here.
+    pub fn new(stdio: &StdioPaths, process: &Process) -> Result<(ProcessIo, ChildStdio)> {
+        if stdio.terminal {
+            let pty = nix::pty::openpty(None, None).map_err(Error::from)?;
+            if let Some(cs) = process.console_size() {
+                let _ = crate::sys::stdio::resize_pty(
+                    &pty.master,
+                    u32::try_from(cs.width()).unwrap_or(u32::MAX),
+                    u32::try_from(cs.height()).unwrap_or(u32::MAX),
+                );
+            }
+            return Ok((
+                ProcessIo::Pty { master: pty.master },
+                ChildStdio::Pty(pty.slave),
+            ));
+        }
+        let mut mine: [Option<OwnedFd>; 3] = [None, None, None];
+        let mut theirs: [Option<OwnedFd>; 3] = [None, None, None];
+        for (i, path) in [&stdio.stdin, &stdio.stdout, &stdio.stderr]
+            .into_iter()
+            .enumerate()
+        {
+            if path.is_empty() {
+                continue;
+            }
+            let (r, w) = fdio::pipe().map_err(|e| Error::io("pipe", e))?;
+            let (m, t) = if i == 0 { (w, r) } else { (r, w) };
+            mine[i] = Some(m);
+            theirs[i] = Some(t);
+        }
+        let [stdin, stdout, stderr] = mine;
+        Ok((
+            ProcessIo::Pipes {
+                stdin,
+                stdout,
+                stderr,
+            },
+            ChildStdio::Pipes(theirs),
+        ))
+    }
+}
+
+/// `pct exec VMID -- ARGS` as the shim's child with `stdio`: its pid and exit.
+pub fn spawn_pct_exec(
+    pct: &str,
+    vmid: Vmid,
+    args: Vec<OsString>,
+    stdio: ChildStdio,
+) -> Result<(u32, tokio::sync::oneshot::Receiver<reaper::Exit>)> {
+    let argv = PctCommand::Exec {
+        vmid,
+        keep_env: None,
+        args,
+    }
+    .argv()
+    .map_err(|e| Error::invalid(format!("pct exec: {e}")))?;
+    let mut cmd = std::process::Command::new(pct);
+    cmd.args(argv);
+    match stdio {
+        ChildStdio::Pty(slave) => {
+            cmd.stdin(Stdio::from(dup(&slave)?))
+                .stdout(Stdio::from(dup(&slave)?))
+                .stderr(Stdio::from(slave));
+            // SAFETY: setsid and ioctl are async-signal-safe; nothing else runs before exec.
+            unsafe {
+                cmd.pre_exec(|| {
+                    nix::unistd::setsid().map_err(std::io::Error::from)?;
+                    if libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        ChildStdio::Pipes(fds) => {
+            let [i, o, e] = fds.map(|f| f.map(Stdio::from).unwrap_or_else(Stdio::null));
+            cmd.stdin(i).stdout(o).stderr(e);
+        }
+    }
+    let child = cmd
+        .spawn()
+        .map_err(|e| Error::io(format!("spawn {pct} exec"), e))?;
+    drop(cmd);
+    let pid = child.id();
+    Ok((pid, reaper::watch(pid as i32)))
 }
 
 fn dup(fd: &OwnedFd) -> Result<OwnedFd> {

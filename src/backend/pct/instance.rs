@@ -41,6 +41,8 @@ pub struct PctInstance {
     /// The bundle record: cleared once the CT is destroyed, so that a later `delete` action
     /// (containerd runs one when a shim goes away) has nothing left to clean up.
     pub record: Arc<crate::backend::Recorder>,
+    /// A pod's sandbox: the pod its containers find (kept alive with the CT).
+    pub pod: Option<Arc<super::pod::PodCt>>,
 }
 
 impl PctInstance {

@@ -23,6 +23,7 @@ pub mod instance;
 pub mod limits;
 pub mod lock;
 pub mod output;
+pub mod pod;
 pub mod pve;
 pub mod runner;
 pub mod spec;

@@ -14,21 +14,15 @@ use crate::error::{Error, Result};
 use pvelxc_init::ct::NetConfig;
 
 pub use super::ctdir::CT_DIR;
-/// CRI marks sandboxes and pod containers with this annotation.
-pub const CRI_CONTAINER_TYPE: &str = "io.kubernetes.cri.container-type";
+pub use super::pod::CRI_CONTAINER_TYPE;
 const CRI_SANDBOX_NAME: &str = "io.kubernetes.cri.sandbox-name";
 const CRI_SANDBOX_NAMESPACE: &str = "io.kubernetes.cri.sandbox-namespace";
 const MIB: u64 = 1024 * 1024;
 
-/// Kubernetes pods are not CTs (yet): refuse them before anything is made.
-pub fn reject_pods(annotations: &HashMap<String, String>) -> Result<()> {
-    if let Some(t) = annotations.get(CRI_CONTAINER_TYPE) {
-        return Err(Error::Unimplemented(format!(
-            "the pct backend does not run Kubernetes pods: this is a CRI {t} \
-             ({CRI_CONTAINER_TYPE}); route pod sandboxes and pod containers to crun, runc or vm"
-        )));
-    }
-    Ok(())
+/// Kubernetes pods: a sandbox becomes the pod's CT, a pod container runs inside it; an
+/// unknown CRI container type is refused before anything is made.
+pub fn admit_pods(annotations: &HashMap<String, String>) -> Result<()> {
+    super::pod::role(annotations).map(|_| ())
 }
 
 fn fnv(s: &str) -> u32 {
@@ -232,6 +226,9 @@ pub struct CtPlan {
     pub settings: CtSettings,
     /// Raw `lxc.*` lines for the CT config (written under the config lock after create).
     pub raw_lines: Vec<String>,
+    /// A Kubernetes pod's CT (its sandbox): no Proxmox network (CNI's is moved in), a
+    /// shared D for its containers' mounts.
+    pub pod: bool,
 }
 
 /// Everything about the CT that follows from config, host and spec. `token` is this
@@ -247,7 +244,14 @@ pub fn plan(
     init: &str,
     token: &str,
 ) -> Result<CtPlan> {
-    let (nets, net) = network(cfg, pve)?;
+    let ann = spec.annotations().clone().unwrap_or_default();
+    let pod = super::pod::role(&ann)? == super::pod::Role::Sandbox;
+    let (nets, net) = if pod {
+        super::pod::net::cni_netns(spec)?;
+        (Vec::new(), None)
+    } else {
+        network(cfg, pve)?
+    };
     let mut raw_lines = Vec::new();
     let entrypoint = if pve.features().entrypoint {
         Some(init.to_string())
@@ -287,6 +291,7 @@ pub fn plan(
         options: o,
         settings,
         raw_lines,
+        pod,
     })
 }
 
@@ -419,12 +424,14 @@ mod tests {
     }
 
     #[test]
-    fn pods_are_refused() {
+    fn pods_are_admitted_odd_types_refused() {
         let mut a = HashMap::new();
-        assert!(reject_pods(&a).is_ok());
+        assert!(admit_pods(&a).is_ok());
         a.insert(CRI_CONTAINER_TYPE.to_string(), "sandbox".to_string());
-        let e = reject_pods(&a).unwrap_err().to_string();
-        assert!(e.contains("pct") && e.contains("pod"), "{e}");
+        assert!(admit_pods(&a).is_ok());
+        a.insert(CRI_CONTAINER_TYPE.to_string(), "podvm".to_string());
+        let e = admit_pods(&a).unwrap_err().to_string();
+        assert!(e.contains("podvm"), "{e}");
     }
 
     #[test]

@@ -110,6 +110,7 @@ impl CtDir {
         init: &Path,
         process: &Process,
         settings: &CtSettings,
+        shared: bool,
     ) -> Result<(CtDir, UnixListener)> {
         check_state_dir(state_dir)?;
         let d = path(state_dir, vmid);
@@ -119,6 +120,9 @@ impl CtDir {
         let made = (|| {
             chown(&d, 0, id)?;
             chmod(&d, 0o750)?;
+            if shared {
+                make_shared(&d)?;
+            }
             let dst = d.join("init");
             std::fs::copy(init, &dst).map_err(io("copy init to", &dst))?;
             chown(&dst, 0, id)?;
@@ -194,6 +198,24 @@ impl CtDir {
         safe::unlink(self.dir.as_fd(), &format!("exec-{name}.json"));
     }
 
+    /// Write a pod container's spec as `ctr-<name>.json` (replacing an old one); returns its
+    /// path inside the CT.
+    pub fn write_ctr_spec(&self, name: &str, bytes: &[u8]) -> Result<String> {
+        let file = format!("ctr-{name}.json");
+        safe::unlink(self.dir.as_fd(), &file);
+        safe::write_new(self.dir.as_fd(), &file, bytes, self.ct_gid)?;
+        Ok(format!("{CT_DIR}/{file}"))
+    }
+
+    pub fn remove_ctr_spec(&self, name: &str) {
+        safe::unlink(self.dir.as_fd(), &format!("ctr-{name}.json"));
+    }
+
+    /// The host gid CT root maps to (group of everything the CT may read in D).
+    pub fn ct_gid(&self) -> u32 {
+        self.ct_gid
+    }
+
     /// The init's exit record, if a valid one is there (hostile input: see [`safe`]).
     pub fn read_exit(&self) -> Option<pvelxc_init::proto::ExitRecord> {
         read_exit_at(self.rw.as_fd())
@@ -222,12 +244,36 @@ fn mount_tmpfs(at: &Path, id: u32) -> Result<()> {
     })
 }
 
-/// Remove D (unmounting its tmpfs first); fine when it is already gone.
+/// A pod's D is a shared mount of its own (bound onto itself before anything is mounted
+/// in it): the CT's `/.pvelxc` becomes its slave, so mounts the shim attaches below D later
+/// appear in the running CT (see `pod::mounts`).
+fn make_shared(d: &Path) -> Result<()> {
+    use nix::mount::{mount, MsFlags};
+    let err = |what: &str| {
+        let what = format!("{what} {}", d.display());
+        move |e: nix::errno::Errno| Error::io(what, std::io::Error::from(e))
+    };
+    mount(Some(d), d, None::<&str>, MsFlags::MS_BIND, None::<&str>).map_err(err("bind"))?;
+    mount(
+        None::<&str>,
+        d,
+        None::<&str>,
+        MsFlags::MS_SHARED,
+        None::<&str>,
+    )
+    .map_err(err("make shared"))
+}
+
+/// Remove D (unmounting its tmpfs first, and for a pod every mount below D and D's own
+/// bind); fine when it is already gone.
 pub fn remove(d: &Path) -> Result<()> {
     let rw = d.join(RW_DIR);
-    if let Ok(c) = CString::new(rw.as_os_str().as_encoded_bytes()) {
-        // SAFETY: a plain syscall on a C string we own; EINVAL/ENOENT when not mounted.
-        unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH | libc::UMOUNT_NOFOLLOW) };
+    for p in [rw.as_path(), d] {
+        if let Ok(c) = CString::new(p.as_os_str().as_encoded_bytes()) {
+            // SAFETY: a plain syscall on a C string we own; EINVAL/ENOENT when not mounted.
+            // A lazy unmount of D takes every mount below it along.
+            unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH | libc::UMOUNT_NOFOLLOW) };
+        }
     }
     // std's remove_dir_all does not follow symlinks (openat + unlinkat).
     match std::fs::remove_dir_all(d) {

@@ -41,8 +41,16 @@ fn layout_and_modes() {
         readonly_root: true,
         net: None,
     };
-    let (ct, _l) =
-        CtDir::prepare(&state, vmid, true, &init, &Process::default(), &settings).unwrap();
+    let (ct, _l) = CtDir::prepare(
+        &state,
+        vmid,
+        true,
+        &init,
+        &Process::default(),
+        &settings,
+        false,
+    )
+    .unwrap();
     let dir = ct.path().to_path_buf();
     assert_eq!(dir, state.join("300999"));
     let md = |p: &Path| std::fs::symlink_metadata(p).unwrap();

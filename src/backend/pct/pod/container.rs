@@ -1,0 +1,485 @@
+//! A container of a pod, inside the pod's CT. Create unpacks its image into the CT
+//! (`pct exec … init unpack`, the template archive on stdin), attaches its host mounts below D
+//! and writes its spec; Start runs it (`pct exec … init container <spec>`): the `pct exec`
+//! process is this container's for the shim, as an exec's is, and its exit code is the
+//! container's. Exec joins the container's namespaces (`init exec-in`).
+
+use std::os::fd::OwnedFd;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use oci_spec::runtime::{LinuxResources, Process, Spec};
+use pvelxc_init::pod::{CgroupSpec, ContainerSpec, POD_DIR};
+use tokio::sync::{mpsc, watch};
+
+use super::{ctr_name, mounts, PodCt};
+use crate::backend::pct::ctcg::CtCgroup;
+use crate::backend::pct::ctdir::CT_DIR;
+use crate::backend::pct::exec::{self, ChildStdio};
+use crate::backend::pct::template;
+use crate::backend::{CreateRequest, Instance, Spawned, Target};
+use crate::error::{Error, Result};
+use crate::sys::cgroup::{Cgroup, Metrics};
+use crate::sys::command::Cmd;
+use crate::sys::reaper::Exit;
+use crate::sys::stdio::StdioPaths;
+
+/// How long Start waits for the container's process to appear below `pct exec`.
+const START_WAIT: Duration = Duration::from_secs(30);
+
+#[derive(Default)]
+struct Running {
+    /// The `pct exec` process.
+    pct_exec: Option<u32>,
+    /// The container's process (host pid), once seen.
+    process: Option<u32>,
+    cgroup: Option<Cgroup>,
+}
+
+pub struct PodContainer {
+    owner: String,
+    pod: Arc<PodCt>,
+    name: String,
+    spec_in_ct: String,
+    timeout: Duration,
+    stdio: Mutex<Option<ChildStdio>>,
+    /// The exit, once known (Start's process, or a kill before Start).
+    exit: watch::Sender<Option<Exit>>,
+    running: Mutex<Running>,
+    oom_tx: mpsc::UnboundedSender<()>,
+    oom_rx: Mutex<Option<mpsc::UnboundedReceiver<()>>>,
+    deleted: tokio::sync::Mutex<bool>,
+}
+
+fn cgroup_spec(name: &str, spec: &Spec) -> CgroupSpec {
+    let r = spec.linux().as_ref().and_then(|l| l.resources().clone());
+    let mem = r.as_ref().and_then(|r| r.memory().as_ref());
+    let cpu = r.as_ref().and_then(|r| r.cpu().as_ref());
+    CgroupSpec {
+        name: name.to_string(),
+        memory_limit: mem.and_then(|m| m.limit()).filter(|l| *l > 0),
+        cpu_shares: cpu.and_then(|c| c.shares()).filter(|s| *s > 0),
+        cpu_quota: cpu.and_then(|c| c.quota()).filter(|q| *q > 0),
+        cpu_period: cpu.and_then(|c| c.period()).filter(|p| *p > 0),
+        pids_limit: r
+            .as_ref()
+            .and_then(|r| r.pids().as_ref())
+            .map(|p| p.limit())
+            .filter(|l| *l > 0),
+    }
+}
+
+/// The in-CT spec of the container (`ctr-<name>.json`).
+pub fn container_spec(
+    spec: &Spec,
+    process: &Process,
+    name: &str,
+    share_pid: bool,
+) -> Result<(ContainerSpec, Vec<mounts::HostBind>)> {
+    let (mounts, binds) = mounts::translate(spec, name, CT_DIR)?;
+    let linux = spec.linux().as_ref();
+    let process = serde_json::to_value(process)
+        .and_then(serde_json::from_value)
+        .map_err(|e| Error::invalid(format!("the spec's process: {e}")))?;
+    Ok((
+        ContainerSpec {
+            root: format!("{POD_DIR}/{name}/rootfs"),
+            readonly_root: spec
+                .root()
+                .as_ref()
+                .and_then(|r| r.readonly())
+                .unwrap_or(false),
+            new_pid_ns: !share_pid,
+            mounts,
+            masked_paths: linux
+                .and_then(|l| l.masked_paths().clone())
+                .unwrap_or_default(),
+            readonly_paths: linux
+                .and_then(|l| l.readonly_paths().clone())
+                .unwrap_or_default(),
+            cgroup: Some(cgroup_spec(name, spec)),
+            process,
+        },
+        binds,
+    ))
+}
+
+/// `shareProcessNamespace`: CRI then names the sandbox's pid namespace in the container's spec.
+pub fn shares_pod_pid(spec: &Spec) -> bool {
+    spec.linux()
+        .as_ref()
+        .and_then(|l| l.namespaces().as_ref())
+        .is_some_and(|ns| {
+            ns.iter().any(|n| {
+                n.typ() == oci_spec::runtime::LinuxNamespaceType::Pid && n.path().is_some()
+            })
+        })
+}
+
+fn init_in_ct() -> String {
+    format!("{CT_DIR}/init")
+}
+
+/// Run `pct exec VMID -- init ARGS` to completion (stdin: `stdin`), failing on a non-zero exit.
+async fn pct_init(pod: &PodCt, args: &[&str], stdin: Option<OwnedFd>, t: Duration) -> Result<()> {
+    let mut argv: Vec<String> = vec![
+        pod.pct.program().to_string(),
+        "exec".into(),
+        pod.vmid.to_string(),
+        "--".into(),
+        init_in_ct(),
+    ];
+    argv.extend(args.iter().map(|a| a.to_string()));
+    let mut c = Cmd::new(argv).timeout(t).grace(Duration::from_secs(2));
+    if let Some(fd) = stdin {
+        c = c.stdin(fd);
+    }
+    let shown = c.display();
+    let out = c.output().await?;
+    if !out.success() {
+        return Err(Error::internal(format!(
+            "{shown}: exit {}: {}",
+            out.code,
+            pvelxc_init::proto::clean_text(out.stderr.trim())
+        )));
+    }
+    Ok(())
+}
+
+/// The in-CT pid of host pid `pid` (the second NSpid field: the shim's view first, the CT's
+/// next).
+fn ct_pid(pid: u32) -> Option<u32> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let l = s.lines().find_map(|l| l.strip_prefix("NSpid:"))?;
+    l.split_whitespace().nth(1)?.parse().ok()
+}
+
+fn children(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+        for t in rd.flatten() {
+            if let Ok(s) = std::fs::read_to_string(t.path().join("children")) {
+                out.extend(s.split_whitespace().filter_map(|p| p.parse::<u32>().ok()));
+            }
+        }
+    }
+    out
+}
+
+/// `pid` and every descendant (bounded).
+fn tree(pid: u32) -> Vec<u32> {
+    let mut out = vec![pid];
+    let mut i = 0;
+    while i < out.len() && out.len() < 4096 {
+        let c = children(out[i]);
+        out.extend(c);
+        i += 1;
+    }
+    out
+}
+
+impl PodContainer {
+    /// Create: everything but the process.
+    pub async fn create(req: &CreateRequest, pod: Arc<PodCt>) -> Result<(Arc<Self>, Spawned)> {
+        let owner = format!("{}/{}", req.namespace, req.id);
+        let cfg = &req.config.pct;
+        let timeout = Duration::from_secs(cfg.timeout_secs.max(1));
+        let name = ctr_name(&req.id);
+        let mut process = req
+            .spec
+            .process()
+            .clone()
+            .ok_or_else(|| Error::invalid("the spec has no process"))?;
+        process.set_terminal(Some(req.stdio.terminal));
+        let (cspec, binds) = container_spec(&req.spec, &process, &name, shares_pod_pid(&req.spec))?;
+        let lease = template::Packer {
+            cfg,
+            mounts: &req.rootfs,
+            spec: &req.spec,
+            bundle: &req.bundle,
+            process: Some(&process),
+        }
+        .ensure()
+        .await?;
+        let archive = std::fs::File::open(lease.path())
+            .map_err(|e| Error::io(format!("open {}", lease.path().display()), e))?;
+        let t = Instant::now();
+        pct_init(
+            &pod,
+            &["unpack", &cspec.root],
+            Some(OwnedFd::from(archive)),
+            timeout,
+        )
+        .await
+        .map_err(|e| e.context("unpack the image into the pod's CT"))?;
+        drop(lease);
+        log::info!(
+            "{owner}: image unpacked into CT {} at {} in {:?}",
+            pod.vmid,
+            cspec.root,
+            t.elapsed()
+        );
+        let undo_root = |pod: Arc<PodCt>, root: String| async move {
+            let _ = pct_init(&pod, &["remove", &root], None, timeout).await;
+        };
+        let d = pod.dir.path().to_path_buf();
+        let gid = pod.dir.ct_gid();
+        let (n2, b2) = (name.clone(), binds.clone());
+        let attached = tokio::task::spawn_blocking(move || mounts::attach(&d, &n2, &b2, gid))
+            .await
+            .map_err(|e| Error::internal(format!("attach mounts: {e}")))?;
+        if let Err(e) = attached {
+            undo_root(pod.clone(), cspec.root.clone()).await;
+            return Err(e);
+        }
+        let written = serde_json::to_vec(&cspec)
+            .map_err(Error::from)
+            .and_then(|b| pod.dir.write_ctr_spec(&name, &b));
+        let spec_in_ct = match written {
+            Ok(p) => p,
+            Err(e) => {
+                mounts::detach(pod.dir.path(), &name);
+                undo_root(pod.clone(), cspec.root.clone()).await;
+                return Err(e);
+            }
+        };
+        let (io, child) = ChildStdio::new(&req.stdio, &process)?;
+        let (exit, mut exit_rx) = watch::channel(None);
+        let (oom_tx, oom_rx) = mpsc::unbounded_channel();
+        let placeholder = pod.init_host_pid;
+        let me = Arc::new(PodContainer {
+            owner,
+            pod,
+            name,
+            spec_in_ct,
+            timeout,
+            stdio: Mutex::new(Some(child)),
+            exit,
+            running: Mutex::new(Running::default()),
+            oom_tx,
+            oom_rx: Mutex::new(Some(oom_rx)),
+            deleted: tokio::sync::Mutex::new(false),
+        });
+        let exit_fut: crate::backend::ExitFuture = Box::pin(async move {
+            loop {
+                if let Some(e) = *exit_rx.borrow_and_update() {
+                    return e;
+                }
+                if exit_rx.changed().await.is_err() {
+                    return Exit::new(255);
+                }
+            }
+        });
+        Ok((
+            me,
+            Spawned {
+                pid: placeholder,
+                io,
+                exit: exit_fut,
+            },
+        ))
+    }
+
+    fn process_pid(&self) -> Option<u32> {
+        self.running.lock().ok().and_then(|r| r.process)
+    }
+
+    fn cgroup(&self) -> Result<Cgroup> {
+        self.running
+            .lock()
+            .ok()
+            .and_then(|r| r.cgroup.clone())
+            .ok_or_else(|| Error::precondition(format!("{}: not running", self.owner)))
+    }
+
+    fn exited(&self) -> bool {
+        self.exit.borrow().is_some()
+    }
+
+    /// The container's process: the child of the first process below `pct exec` in the CT's
+    /// pid namespace (the init's helper). Waits until it appears or `pct exec` is gone.
+    async fn find_process(&self, pct_exec: u32) -> Option<u32> {
+        let start = Instant::now();
+        while start.elapsed() < START_WAIT && !self.exited() {
+            if let Some(helper) = exec::ct_processes(pct_exec).first().copied() {
+                if let Some(p) = children(helper).first().copied() {
+                    return Some(p);
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        None
+    }
+}
+
+#[async_trait]
+impl Instance for PodContainer {
+    async fn start(&self) -> Result<Option<u32>> {
+        let child = self
+            .stdio
+            .lock()
+            .ok()
+            .and_then(|mut s| s.take())
+            .ok_or_else(|| Error::precondition(format!("{} was started already", self.owner)))?;
+        if self.exited() {
+            return Err(Error::precondition(format!("{} was killed", self.owner)));
+        }
+        let args = vec![
+            init_in_ct().into(),
+            "container".into(),
+            self.spec_in_ct.clone().into(),
+        ];
+        let (pid, exit) = exec::spawn_pct_exec(self.pod.pct.program(), self.pod.vmid, args, child)?;
+        if let Ok(mut r) = self.running.lock() {
+            r.pct_exec = Some(pid);
+        }
+        let tx = self.exit.clone();
+        tokio::spawn(async move {
+            let e = exit.await.unwrap_or_else(|_| Exit::new(255));
+            let _ = tx.send(Some(e));
+        });
+        let Some(p) = self.find_process(pid).await else {
+            let last = *self.exit.borrow();
+            if let Some(e) = last {
+                // Exited at once: a setup failure (126/127) or a very short program.
+                if e.code == 126 || e.code == 127 {
+                    return Err(Error::precondition(format!(
+                        "{}: the container did not start (exit {}; the container's stderr says why)",
+                        self.owner, e.code
+                    )));
+                }
+                return Ok(None);
+            }
+            return Err(Error::DeadlineExceeded(format!(
+                "{}: the container's process did not appear within {START_WAIT:?}",
+                self.owner
+            )));
+        };
+        let cg = Cgroup::of_pid(p).ok();
+        if let Some(cg) = &cg {
+            match cg.watch_oom() {
+                Ok(mut rx) => {
+                    let tx = self.oom_tx.clone();
+                    tokio::spawn(async move {
+                        while rx.recv().await.is_some() {
+                            if tx.send(()).is_err() {
+                                break;
+                            }
+                        }
+                    });
+                }
+                Err(e) => log::warn!("{}: OOM events unavailable: {e}", self.owner),
+            }
+        }
+        if let Ok(mut r) = self.running.lock() {
+            r.process = Some(p);
+            r.cgroup = cg;
+        }
+        Ok(Some(p))
+    }
+
+    async fn exec(&self, exec_id: &str, process: &Process, stdio: &StdioPaths) -> Result<Spawned> {
+        let p = self
+            .process_pid()
+            .filter(|_| !self.exited())
+            .ok_or_else(|| Error::precondition(format!("{} is not running", self.owner)))?;
+        let inside =
+            ct_pid(p).ok_or_else(|| Error::precondition(format!("{} has exited", self.owner)))?;
+        exec::spawn_in(
+            self.pod.pct.program(),
+            self.pod.vmid,
+            &self.pod.dir,
+            &format!("{}-{exec_id}", self.name),
+            process,
+            stdio,
+            Some(inside),
+        )
+    }
+
+    async fn kill(&self, target: Target<'_>, signal: u32, all: bool) -> Result<()> {
+        let sig = nix::sys::signal::Signal::try_from(signal as i32)
+            .map_err(|_| Error::invalid(format!("invalid signal {signal}")))?;
+        match target {
+            Target::Exec { pid, .. } => exec::kill(pid, signal),
+            Target::Init => {
+                let (pct_exec, process) = self
+                    .running
+                    .lock()
+                    .map(|r| (r.pct_exec, r.process))
+                    .unwrap_or_default();
+                if self.exited() {
+                    return Err(Error::NotFound("process already finished".into()));
+                }
+                let Some(pct_exec) = pct_exec else {
+                    // Killed before Start: it never runs.
+                    let _ = self.exit.send(Some(Exit::new(128 + signal)));
+                    return Ok(());
+                };
+                let targets = match (process, all) {
+                    (Some(p), true) => tree(p),
+                    (Some(p), false) => vec![p],
+                    (None, _) => return exec::kill(pct_exec, signal),
+                };
+                for p in targets {
+                    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(p as i32), sig);
+                }
+                Ok(())
+            }
+        }
+    }
+
+    async fn pause(&self) -> Result<()> {
+        let cg = CtCgroup::exact(&self.cgroup()?);
+        tokio::task::spawn_blocking(move || cg.freeze())
+            .await
+            .map_err(|e| Error::internal(format!("freeze: {e}")))?
+    }
+
+    async fn resume(&self) -> Result<()> {
+        let cg = CtCgroup::exact(&self.cgroup()?);
+        tokio::task::spawn_blocking(move || cg.thaw())
+            .await
+            .map_err(|e| Error::internal(format!("thaw: {e}")))?
+    }
+
+    async fn pids(&self) -> Result<Vec<u32>> {
+        Ok(self.process_pid().map(tree).unwrap_or_default())
+    }
+
+    async fn stats(&self) -> Result<Metrics> {
+        Ok(self.cgroup()?.metrics())
+    }
+
+    async fn update(&self, resources: &LinuxResources) -> Result<()> {
+        let cg = self.cgroup()?;
+        let r = resources.clone();
+        tokio::task::spawn_blocking(move || super::limits::apply(&cg, &r))
+            .await
+            .map_err(|e| Error::internal(format!("update: {e}")))?
+    }
+
+    async fn delete(&self, _force: bool) -> Result<()> {
+        let mut deleted = self.deleted.lock().await;
+        if *deleted {
+            return Ok(());
+        }
+        let pct_exec = self.running.lock().ok().and_then(|r| r.pct_exec);
+        if let (Some(p), false) = (pct_exec, self.exited()) {
+            let _ = exec::kill(p, libc::SIGKILL as u32);
+        }
+        let (d, n) = (self.pod.dir.path().to_path_buf(), self.name.clone());
+        let _ = tokio::task::spawn_blocking(move || mounts::detach(&d, &n)).await;
+        self.pod.dir.remove_ctr_spec(&self.name);
+        let root = format!("{POD_DIR}/{}", self.name);
+        if let Err(e) = pct_init(&self.pod, &["remove", &root], None, self.timeout).await {
+            log::warn!("{}: remove {root} in CT {}: {e}", self.owner, self.pod.vmid);
+        }
+        *deleted = true;
+        Ok(())
+    }
+
+    fn oom_events(&self) -> Option<mpsc::UnboundedReceiver<()>> {
+        self.oom_rx.lock().ok().and_then(|mut o| o.take())
+    }
+}
