@@ -147,7 +147,14 @@ pub async fn create_ct(req: &CreateRequest) -> Result<(Made, std::os::unix::net:
         &init_in_ct,
         &token,
     )?;
-    let user_mps = spec::mount_points(&req.spec)?;
+    // A pod's sandbox runs `pause`, which uses none of its spec's binds (CRI gives it the pod's
+    // /dev/shm, read-only: a read-only bind of a nosuid,nodev tmpfs LXC cannot make in an
+    // unprivileged CT); the pod's containers get /dev/shm and the rest through D.
+    let user_mps = if plan.pod {
+        Vec::new()
+    } else {
+        spec::mount_points(&req.spec)?
+    };
     // Leased (a shared flock) until this function returns, i.e. until `pct create` is
     // done: the template GC never removes it meanwhile.
     let tpl = template::Packer {
