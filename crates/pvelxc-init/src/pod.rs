@@ -126,7 +126,9 @@ pub fn parse_spec(b: &[u8]) -> Result<ContainerSpec, String> {
     let s: ContainerSpec = serde_json::from_slice(b).map_err(|e| format!("container json: {e}"))?;
     let abs = |what: &str, p: &str| -> Result<(), String> {
         if !p.starts_with('/') || p.split('/').any(|c| c == "..") || p.contains('\0') {
-            return Err(format!("container json: {what} {p:?} is not a clean absolute path"));
+            return Err(format!(
+                "container json: {what} {p:?} is not a clean absolute path"
+            ));
         }
         Ok(())
     };
