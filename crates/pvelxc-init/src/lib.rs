@@ -7,6 +7,8 @@
 //!   applies and the helpers that apply it, from the shared `pvelxc-guest` crate
 //!   (which the micro-VM agent uses too), plus the init's `process.json` parser.
 //! * [`caps`]: re-export of `pvelxc_guest::caps` (capability names, capget/capset).
+//! * [`pod`]: the spec of a pod's containers the shim hands the binary's pod modes
+//!   (`unpack`, `container`, `exec-in`, `remove`; implemented in the binary).
 //!
 //! No tokio here: async host code drives the non-blocking pieces
 //! ([`proto::recv_into`], [`proto::send_frame`]) from its own reactor.

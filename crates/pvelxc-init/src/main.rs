@@ -1,8 +1,10 @@
 //! `pvelxc-init`: PID 1 of a containerd-shim-pvelxc-v2 CT (no arguments), or
-//! `pvelxc-init exec FILE` (apply a Process JSON and execve in place).
-//! See PROTOCOL.md.
+//! `pvelxc-init exec FILE` (apply a Process JSON and execve in place), or one of the pod
+//! modes run through `pct exec` (`unpack DIR`, `container FILE`, `exec-in PID FILE`,
+//! `remove DIR`: see `podmode`). See PROTOCOL.md.
 
 mod init;
+mod podmode;
 
 use pvelxc_init::process;
 use pvelxc_init::proto::PROTOCOL_VERSION;
@@ -13,6 +15,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Where the shim's directory is mounted in the CT (PVELXC_DIR overrides, for tests).
 const DEFAULT_DIR: &str = "/.pvelxc";
+
+const USAGE: &str = "usage: pvelxc-init | pvelxc-init exec FILE | pvelxc-init unpack DIR \
+    | pvelxc-init container FILE | pvelxc-init exec-in PID FILE | pvelxc-init remove DIR";
 
 fn log(msg: &str) {
     process::write_stderr(&format!("pvelxc-init: {msg}\n"));
@@ -31,6 +36,12 @@ fn main() {
     let code = match args.get(1).map(|a| a.as_bytes()) {
         None => init::init_main(&dir),
         Some(b"exec") if args.len() == 3 => exec_main(Path::new(&args[2])),
+        Some(b"unpack") if args.len() == 3 => podmode::unpack::main(Path::new(&args[2])),
+        Some(b"container") if args.len() == 3 => podmode::container::main(Path::new(&args[2])),
+        Some(b"exec-in") if args.len() == 4 => {
+            podmode::execin::main(&args[2].to_string_lossy(), Path::new(&args[3]))
+        }
+        Some(b"remove") if args.len() == 3 => podmode::remove_main(Path::new(&args[2])),
         Some(b"--version") => {
             println!(
                 "pvelxc-init {} protocol {PROTOCOL_VERSION}",
@@ -39,7 +50,7 @@ fn main() {
             0
         }
         _ => {
-            log("usage: pvelxc-init | pvelxc-init exec FILE");
+            log(USAGE);
             2
         }
     };
