@@ -280,11 +280,13 @@ pub fn plan(
     provenance(namespace, id, spec, &mut o);
     o.tags.push(Tag::sanitize(token));
     let settings = CtSettings {
-        readonly_root: spec
-            .root()
-            .as_ref()
-            .and_then(|r| r.readonly())
-            .unwrap_or(false),
+        // CRI asks for a read-only root for `pause`; a pod's CT root holds its containers'.
+        readonly_root: !pod
+            && spec
+                .root()
+                .as_ref()
+                .and_then(|r| r.readonly())
+                .unwrap_or(false),
         net,
     };
     Ok(CtPlan {

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use oci_spec::runtime::{LinuxResources, Process, Spec};
-use pvelxc_init::pod::{CgroupSpec, ContainerSpec, POD_DIR};
+use pvelxc_init::pod::{ContainerSpec, POD_DIR};
 use tokio::sync::{mpsc, watch};
 
 use super::{ctr_name, mounts, PodCt};
@@ -50,24 +50,7 @@ pub struct PodContainer {
     oom_tx: mpsc::UnboundedSender<()>,
     oom_rx: Mutex<Option<mpsc::UnboundedReceiver<()>>>,
     deleted: tokio::sync::Mutex<bool>,
-}
-
-fn cgroup_spec(name: &str, spec: &Spec) -> CgroupSpec {
-    let r = spec.linux().as_ref().and_then(|l| l.resources().clone());
-    let mem = r.as_ref().and_then(|r| r.memory().as_ref());
-    let cpu = r.as_ref().and_then(|r| r.cpu().as_ref());
-    CgroupSpec {
-        name: name.to_string(),
-        memory_limit: mem.and_then(|m| m.limit()).filter(|l| *l > 0),
-        cpu_shares: cpu.and_then(|c| c.shares()).filter(|s| *s > 0),
-        cpu_quota: cpu.and_then(|c| c.quota()).filter(|q| *q > 0),
-        cpu_period: cpu.and_then(|c| c.period()).filter(|p| *p > 0),
-        pids_limit: r
-            .as_ref()
-            .and_then(|r| r.pids().as_ref())
-            .map(|p| p.limit())
-            .filter(|l| *l > 0),
-    }
+    resources: Option<LinuxResources>,
 }
 
 /// The in-CT spec of the container (`ctr-<name>.json`).
@@ -98,7 +81,7 @@ pub fn container_spec(
             readonly_paths: linux
                 .and_then(|l| l.readonly_paths().clone())
                 .unwrap_or_default(),
-            cgroup: Some(cgroup_spec(name, spec)),
+            cgroup: None,
             process,
         },
         binds,
@@ -260,6 +243,11 @@ impl PodContainer {
             oom_tx,
             oom_rx: Mutex::new(Some(oom_rx)),
             deleted: tokio::sync::Mutex::new(false),
+            resources: req
+                .spec
+                .linux()
+                .as_ref()
+                .and_then(|l| l.resources().clone()),
         });
         let exit_fut: crate::backend::ExitFuture = Box::pin(async move {
             loop {
@@ -291,6 +279,21 @@ impl PodContainer {
             .ok()
             .and_then(|r| r.cgroup.clone())
             .ok_or_else(|| Error::precondition(format!("{}: not running", self.owner)))
+    }
+
+    /// The container's own cgroup, made and limited on the host, with `p` moved in.
+    async fn own_cgroup(&self, p: u32) -> Result<Cgroup> {
+        let init = self.pod.init_host_pid;
+        let name = self.name.clone();
+        let res = self.resources.clone();
+        let made = tokio::task::spawn_blocking(move || -> Result<Cgroup> {
+            let cg = super::cgroup::make(&Cgroup::of_pid(init)?, &name)?;
+            super::cgroup::limit(&cg, res.as_ref())?;
+            super::cgroup::enter(&cg, p)?;
+            Ok(cg)
+        })
+        .await;
+        made.map_err(|e| Error::internal(format!("cgroup: {e}")))?
     }
 
     fn exited(&self) -> bool {
@@ -356,7 +359,14 @@ impl Instance for PodContainer {
                 self.owner
             )));
         };
-        let cg = Cgroup::of_pid(p).ok();
+        let cg = match self.own_cgroup(p).await {
+            Ok(cg) => Some(cg),
+            Err(e) => {
+                // Never a container without the limits it asked for.
+                let _ = exec::kill(pid, libc::SIGKILL as u32);
+                return Err(e.context(format!("{}: the container's cgroup", self.owner)));
+            }
+        };
         if let Some(cg) = &cg {
             match cg.watch_oom() {
                 Ok(mut rx) => {
@@ -474,6 +484,9 @@ impl Instance for PodContainer {
         let root = format!("{POD_DIR}/{}", self.name);
         if let Err(e) = pct_init(&self.pod, &["remove", &root], None, self.timeout).await {
             log::warn!("{}: remove {root} in CT {}: {e}", self.owner, self.pod.vmid);
+        }
+        if let Some(cg) = self.running.lock().ok().and_then(|r| r.cgroup.clone()) {
+            let _ = tokio::task::spawn_blocking(move || super::cgroup::remove(&cg)).await;
         }
         *deleted = true;
         Ok(())

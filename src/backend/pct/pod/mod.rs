@@ -7,6 +7,7 @@
 //! One shim per pod (containerd groups a pod's containers by `io.kubernetes.cri.sandbox-id`),
 //! so the pod's containers find their CT in this process: [`Pods`].
 
+pub mod cgroup;
 pub mod container;
 pub mod limits;
 pub mod mounts;
