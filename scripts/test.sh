@@ -97,7 +97,7 @@ if grep -qv "^not-applicable$TAB" "$SELF_SKIPS"; then
 fi
 
 step "cargo test --workspace --release"
-PVELXC_SKIP_LOG=$MAIN_SKIPS cargo test --workspace --release -- --test-threads "${TEST_THREADS:-2}" 2>&1 | tee "$LOGS/main.log" ||
+PVELXC_SKIP_LOG=$MAIN_SKIPS cargo test --workspace --release --no-fail-fast -- --test-threads "${TEST_THREADS:-2}" 2>&1 | tee "$LOGS/main.log" ||
     FAILED+=("cargo test --workspace")
 
 # containerd's own integration/client suite (../shared/peer), gated test by test against
@@ -108,7 +108,7 @@ PVELXC_SKIP_LOG=$MAIN_SKIPS cargo test --workspace --release -- --test-threads "
 # the default, pve9.1): tests/pct_ctr.rs and tests/hostile_pct.rs inside a host shape each.
 for prof in ${PCT_PROFILES:-pve8 pve9.0}; do
     step "pct tests on profile $prof"
-    PVE_PROFILE=$prof PVELXC_SKIP_LOG=$MAIN_SKIPS cargo test --release --test pct_ctr --test hostile_pct \
+    PVE_PROFILE=$prof PVELXC_SKIP_LOG=$MAIN_SKIPS cargo test --release --no-fail-fast --test pct_ctr --test hostile_pct \
         -- --test-threads "${TEST_THREADS:-2}" 2>&1 | tee "$LOGS/pct-$prof.log" ||
         FAILED+=("pct tests on $prof")
 done
@@ -162,8 +162,9 @@ if [ "${CI:-}" = true ] || [ "${CI:-}" = 1 ]; then
 fi
 if [ ${#FAILED[@]} -gt 0 ]; then
     # CI keeps only the tail of this output: say here, for each failed step, the lines that say why.
-    why "$LOGS/lanes.log" 'REGRESSION|failed \(see|no test passed'
-    why "$LOGS/peer.log" 'REGRESSION|UNEXPECTED PASS|CHANGED|NOT IN FILE|FAILED|never came up|touched|run.sh named|not found|missing'
+    failed() { case " ${FAILED[*]} " in *"$1"*) return 0 ;; esac; return 1; }
+    ! failed lanes || why "$LOGS/lanes.log" 'REGRESSION|failed \(see|no test passed'
+    ! failed peer || why "$LOGS/peer.log" 'REGRESSION|UNEXPECTED PASS|CHANGED|NOT IN FILE|: FAILED|never came up|touched|run\.sh named|harness not found|missing at|not built'
     for f in "$LOGS"/main.log "$LOGS"/pct-*.log "$LOGS"/self-check.log; do why "$f" '^test .* FAILED$|^failures:$|panicked at'; done
     printf 'FAILED: %s\n' "${FAILED[@]}" >&2
     exit 1

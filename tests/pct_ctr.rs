@@ -249,7 +249,7 @@ fn containerd_restart_with_an_exit_while_down() {
 // ------------------------------------------------------------------------------------------
 
 #[test]
-fn no_config_annotation_run_and_pod_refused() {
+fn no_config_annotation_run_and_pod_rules() {
     // Defaults (VMIDs 100000..199999): one container at a time.
     let p = Pve::with(100_000, 199_999, "", false);
     let env = p.env();
@@ -266,23 +266,42 @@ fn no_config_annotation_run_and_pod_refused() {
         .count();
     assert_eq!(creates, 1, "one pct create: {:?}", p.calls());
 
+    // A pod sandbox is a CT of its own (its pod's); a pod container whose sandbox this shim
+    // does not run is refused, naming the sandbox.
     let out = env.run_rootfs(
-        "podc",
+        "podsb",
         &[
             "--annotation",
             "io.pvelxc.backend=pct",
             "--annotation",
             "io.kubernetes.cri.container-type=sandbox",
         ],
+        &["/bin/sh", "-c", "exit 4"],
+    );
+    assert_eq!(out.status.code(), Some(4), "{}", describe(&out));
+    let out = env.run_rootfs(
+        "podc",
+        &[
+            "--annotation",
+            "io.pvelxc.backend=pct",
+            "--annotation",
+            "io.kubernetes.cri.container-type=container",
+            "--annotation",
+            "io.kubernetes.cri.sandbox-id=nope",
+        ],
         &["/bin/true"],
     );
     assert!(
         !out.status.success(),
-        "a pod sandbox must fail\n{}",
+        "a pod container without its sandbox must fail\n{}",
         describe(&out)
     );
     let e = stderr(&out);
-    assert!(e.contains("pct") && e.contains("pod"), "{}", describe(&out));
+    assert!(
+        e.contains("pct") && e.contains("sandbox nope"),
+        "{}",
+        describe(&out)
+    );
     p.assert_clean();
 }
 

@@ -719,6 +719,32 @@ impl CriEnv {
         assert!(alive.is_empty(), "container processes left: {alive:?}");
         let mounts = self.env().leftover_mounts();
         assert!(mounts.is_empty(), "mounts left: {mounts:#?}");
+        if let Some(root) = self.pct_root.clone() {
+            let cts = self.pct_list();
+            assert!(
+                cts.is_empty(),
+                "CTs left after every pod was removed: {cts:?}"
+            );
+            let state = root.join("ct");
+            let dirs: Vec<String> = fs::read_dir(&state)
+                .map(|rd| {
+                    rd.flatten()
+                        .map(|e| e.file_name().to_string_lossy().into_owned())
+                        .filter(|n| n.parse::<u32>().is_ok())
+                        .collect()
+                })
+                .unwrap_or_default();
+            assert!(dirs.is_empty(), "per-CT directories left: {dirs:?}");
+            // The shim's mounts live in the host shape's mount namespace.
+            let mut c = Command::new(common::pve::shape_bin());
+            c.arg("--root")
+                .arg(&root)
+                .args(["exec", "--", "cat", "/proc/self/mountinfo"]);
+            let mi = common::stdout(&common::run_cmd(c, None, Duration::from_secs(30)));
+            let st = state.display().to_string();
+            let left: Vec<&str> = mi.lines().filter(|l| l.contains(&st)).collect();
+            assert!(left.is_empty(), "mounts left below {st}: {left:#?}");
+        }
         let tasks = self
             .env()
             .state()

@@ -53,7 +53,7 @@ pub fn make(init: &Cgroup, name: &str) -> Result<Cgroup> {
     }
 }
 
-/// Move process `pid` into `cg` (every hierarchy).
+/// Move process `pid` into `cg` (every hierarchy); fine when it has exited already.
 pub fn enter(cg: &Cgroup, pid: u32) -> Result<()> {
     let dirs: Vec<PathBuf> = match cg {
         Cgroup::V1(m) => m.values().cloned().collect(),
@@ -62,8 +62,12 @@ pub fn enter(cg: &Cgroup, pid: u32) -> Result<()> {
     let mut seen = std::collections::HashSet::new();
     for d in dirs.into_iter().filter(|d| seen.insert(d.clone())) {
         let f = d.join("cgroup.procs");
-        std::fs::write(&f, pid.to_string())
-            .map_err(|e| Error::io(format!("move {pid} into {}", f.display()), e))?;
+        match std::fs::write(&f, pid.to_string()) {
+            Ok(()) => {}
+            // Already exited (a short program): nothing left to limit.
+            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => return Ok(()),
+            Err(e) => return Err(Error::io(format!("move {pid} into {}", f.display()), e)),
+        }
     }
     Ok(())
 }

@@ -496,3 +496,95 @@ impl Instance for PodContainer {
         self.oom_rx.lock().ok().and_then(|mut o| o.take())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use oci_spec::runtime::{
+        LinuxBuilder, LinuxNamespaceBuilder, LinuxNamespaceType, MountBuilder, ProcessBuilder,
+        RootBuilder, SpecBuilder,
+    };
+
+    fn spec(pid_path: Option<&str>) -> Spec {
+        let mut ns = LinuxNamespaceBuilder::default().typ(LinuxNamespaceType::Pid);
+        if let Some(p) = pid_path {
+            ns = ns.path(p);
+        }
+        SpecBuilder::default()
+            .root(
+                RootBuilder::default()
+                    .path("rootfs")
+                    .readonly(true)
+                    .build()
+                    .unwrap(),
+            )
+            .mounts(vec![
+                MountBuilder::default()
+                    .destination("/proc")
+                    .typ("proc")
+                    .source("proc")
+                    .build()
+                    .unwrap(),
+                MountBuilder::default()
+                    .destination("/etc/hosts")
+                    .typ("bind")
+                    .source("/var/lib/k/hosts")
+                    .options(vec!["rbind".to_string(), "ro".to_string()])
+                    .build()
+                    .unwrap(),
+            ])
+            .linux(
+                LinuxBuilder::default()
+                    .namespaces(vec![ns.build().unwrap()])
+                    .masked_paths(vec!["/proc/kcore".to_string()])
+                    .build()
+                    .unwrap(),
+            )
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn the_init_gets_ct_paths_and_the_process() {
+        let s = spec(None);
+        let p = ProcessBuilder::default()
+            .args(vec![
+                "sh".to_string(),
+                "-c".to_string(),
+                "exit 3".to_string(),
+            ])
+            .cwd("/")
+            .build()
+            .unwrap();
+        let (c, binds) = container_spec(&s, &p, "c1", shares_pod_pid(&s)).unwrap();
+        assert_eq!(c.root, format!("{POD_DIR}/c1/rootfs"));
+        assert!(c.readonly_root && c.new_pid_ns);
+        assert_eq!(c.masked_paths, vec!["/proc/kcore".to_string()]);
+        assert_eq!(c.process.args, vec!["sh", "-c", "exit 3"]);
+        assert_eq!(binds.len(), 1);
+        // What the init parses is what the shim wrote.
+        let json = serde_json::to_vec(&c).unwrap();
+        assert_eq!(pvelxc_init::pod::parse_spec(&json).unwrap(), c);
+    }
+
+    #[test]
+    fn a_pid_namespace_path_means_the_pods() {
+        assert!(!shares_pod_pid(&spec(None)));
+        assert!(shares_pod_pid(&spec(Some("/proc/42/ns/pid"))));
+    }
+
+    #[test]
+    fn nspid_and_trees_come_from_proc() {
+        let me = std::process::id();
+        assert!(tree(me).contains(&me));
+        // This process is in the shim's (host) view only: no second NSpid field unless the
+        // test runs in a pid namespace of its own.
+        let s = std::fs::read_to_string(format!("/proc/{me}/status")).unwrap();
+        let fields = s
+            .lines()
+            .find_map(|l| l.strip_prefix("NSpid:"))
+            .map(|l| l.split_whitespace().count())
+            .unwrap_or(0);
+        assert_eq!(ct_pid(me).is_some(), fields > 1);
+    }
+}
