@@ -16,13 +16,6 @@ use pod::*;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
-fn lines(b: &[u8]) -> Vec<String> {
-    String::from_utf8_lossy(b)
-        .lines()
-        .map(String::from)
-        .collect()
-}
-
 #[test]
 fn exec_in_joins_the_container() {
     if !prereqs() {

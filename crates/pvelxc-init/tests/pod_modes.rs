@@ -17,13 +17,6 @@ use pod::*;
 use std::os::unix::process::ExitStatusExt;
 use std::time::Duration;
 
-fn lines(b: &[u8]) -> Vec<String> {
-    String::from_utf8_lossy(b)
-        .lines()
-        .map(String::from)
-        .collect()
-}
-
 #[test]
 fn container_mounts_namespaces_and_exit_code() {
     if !prereqs() {

@@ -200,7 +200,8 @@ fn pid_ns(pid: u32) -> Option<std::path::PathBuf> {
     std::fs::read_link(format!("/proc/{pid}/ns/pid")).ok()
 }
 
-fn children(pid: u32) -> Vec<u32> {
+/// Direct children of `pid` (every thread's), from /proc.
+pub fn children(pid: u32) -> Vec<u32> {
     let mut out = Vec::new();
     if let Ok(rd) = std::fs::read_dir(format!("/proc/{pid}/task")) {
         for t in rd.flatten() {

@@ -138,24 +138,12 @@ fn ct_pid(pid: u32) -> Option<u32> {
     l.split_whitespace().nth(1)?.parse().ok()
 }
 
-fn children(pid: u32) -> Vec<u32> {
-    let mut out = Vec::new();
-    if let Ok(rd) = std::fs::read_dir(format!("/proc/{pid}/task")) {
-        for t in rd.flatten() {
-            if let Ok(s) = std::fs::read_to_string(t.path().join("children")) {
-                out.extend(s.split_whitespace().filter_map(|p| p.parse::<u32>().ok()));
-            }
-        }
-    }
-    out
-}
-
 /// `pid` and every descendant (bounded).
 fn tree(pid: u32) -> Vec<u32> {
     let mut out = vec![pid];
     let mut i = 0;
     while i < out.len() && out.len() < 4096 {
-        let c = children(out[i]);
+        let c = exec::children(out[i]);
         out.extend(c);
         i += 1;
     }
@@ -306,7 +294,7 @@ impl PodContainer {
         let start = Instant::now();
         while start.elapsed() < START_WAIT && !self.exited() {
             if let Some(helper) = exec::ct_processes(pct_exec).first().copied() {
-                if let Some(p) = children(helper).first().copied() {
+                if let Some(p) = exec::children(helper).first().copied() {
                     return Some(p);
                 }
             }
