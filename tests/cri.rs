@@ -633,6 +633,63 @@ fn survives_containerd_restart_pct_handler() {
     survives_restart(H_PCT);
 }
 
+/// A pod CT's container in a pid namespace of its own (what kubelet asks unless the pod sets
+/// `shareProcessNamespace`), and an OOM kill in its own memory cgroup reported as OOMKilled.
+#[test]
+fn pct_pod_container_own_pid_namespace_and_oom() {
+    if skip_unless_ours() {
+        return;
+    }
+    let mut env = cri_env(H_PCT);
+    let pod = env.pod(H_PCT, &[], false);
+    let pause = env.pod_pid(&pod.id);
+    let mut cfg = cri_support::container_config("own", cri_support::BUSYBOX, IDLE);
+    if let Some(l) = cfg.linux.as_mut() {
+        l.security_context = Some(v1::LinuxContainerSecurityContext {
+            namespace_options: Some(v1::NamespaceOption {
+                pid: v1::NamespaceMode::Container as i32,
+                ipc: v1::NamespaceMode::Pod as i32,
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+    }
+    let c = env
+        .cri
+        .create_ctr(&pod.id, &cfg, &pod.config)
+        .unwrap_or_else(|e| panic!("CreateContainer: {e}\n{}", env.containerd_log_tail()));
+    env.ctr_ids.push(c.clone());
+    env.cri.start_ctr(&c).expect("StartContainer");
+    env.wait_state(&c, RUNNING, Duration::from_secs(30));
+    let pid = env.ctr_pid(&c);
+    assert_eq!(env.exec_ok(&c, &["cat", "/proc/1/comm"]), "sh");
+    let ps = env.exec_ok(&c, &["ps", "-o", "comm"]);
+    assert!(
+        !ps.contains("pause"),
+        "the pod's pause seen from its own pid ns: {ps}"
+    );
+
+    // 128 MiB limit (container_config): the process that outgrows it is killed in its own cgroup.
+    let hog = env.run(
+        &pod,
+        "hog",
+        // `tail` keeps the last line, and /dev/zero has no newline: it grows until killed.
+        &["sh", "-c", "echo start; exec tail /dev/zero"],
+        &[],
+    );
+    let st = env.wait_state(&hog, EXITED, Duration::from_secs(60));
+    assert_eq!(
+        (st.exit_code, st.reason.as_str()),
+        (137, "OOMKilled"),
+        "{st:#?}"
+    );
+    // The pod and its other container live on.
+    assert_eq!(env.exec_ok(&c, &["echo", "alive"]), "alive");
+    let id = pod.id.clone();
+    env.remove_pod_fully(&id);
+    env.assert_nothing_left(&[pause, pid]);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Routing per RuntimeClass handler and annotations
 // ---------------------------------------------------------------------------------------------
@@ -767,7 +824,17 @@ fn pct_pod_is_one_ct_with_its_containers() {
     }
     let mut env = CriEnv::with_pct(761_000, 761_099);
     let pod = env.pod(H_PCT, &[], false);
-    assert_eq!(env.pct_list().len(), 1, "one CT for the pod");
+    let cts = env.pct_list();
+    assert_eq!(cts.len(), 1, "one CT for the pod");
+    // The CT says whose it is: pod name and uid in its description, tags with the pod's name.
+    let conf = common::stdout(&env.pct(&["config", &cts[0].to_string()]));
+    let meta = pod.config.metadata.clone().unwrap_or_default();
+    assert!(
+        conf.contains(&meta.uid) && conf.contains(&format!("pod-{}", meta.name)),
+        "CT config does not name the pod {} ({}):\n{conf}",
+        meta.name,
+        meta.uid
+    );
     let ip = pod_ip(&mut env, &pod);
     assert!(ip.starts_with("10.88."), "pod IP {ip:?}");
 

@@ -17,6 +17,7 @@ pub use super::ctdir::CT_DIR;
 pub use super::pod::CRI_CONTAINER_TYPE;
 const CRI_SANDBOX_NAME: &str = "io.kubernetes.cri.sandbox-name";
 const CRI_SANDBOX_NAMESPACE: &str = "io.kubernetes.cri.sandbox-namespace";
+const CRI_SANDBOX_UID: &str = "io.kubernetes.cri.sandbox-uid";
 const MIB: u64 = 1024 * 1024;
 
 /// Kubernetes pods: a sandbox becomes the pod's CT, a pod container runs inside it; an
@@ -208,6 +209,9 @@ fn provenance(namespace: &str, id: &str, spec: &Spec, o: &mut CtOptions) {
     );
     if let (Some(ns), Some(name)) = (ann.get(CRI_SANDBOX_NAMESPACE), ann.get(CRI_SANDBOX_NAME)) {
         d.push_str(&format!("pod: {ns}/{name}\n"));
+        if let Some(uid) = ann.get(CRI_SANDBOX_UID) {
+            d.push_str(&format!("pod uid: {uid}\n"));
+        }
         o.tags.push(Tag::sanitize(&format!("pod-{name}")));
     }
     if let Some(img) = crate::router::IMAGE_ANNOTATIONS
