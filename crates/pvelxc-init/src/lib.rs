@@ -17,6 +17,7 @@
 /// OCI capability names ↔ numbers and the capget/capset/prctl calls (shared crate).
 pub use pvelxc_guest::caps;
 pub mod ct;
+pub mod mountattr;
 pub mod pod;
 pub mod process;
 pub mod proto;

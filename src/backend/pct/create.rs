@@ -116,16 +116,22 @@ fn record_vmid(rec: &Recorder, ct: Option<(Vmid, &str, &Path)>) -> Result<()> {
     })
 }
 
-/// Everything up to a created, configured (not yet started) CT.
-pub async fn create_ct(req: &CreateRequest) -> Result<(Made, std::os::unix::net::UnixListener)> {
-    let cfg = &req.config.pct;
-    let init = ctdir::find_init(&cfg.init_path).map_err(Error::precondition)?;
+/// The spec's process, with `terminal` as containerd's stdio says.
+pub fn process_of(req: &CreateRequest) -> Result<oci_spec::runtime::Process> {
     let mut process = req
         .spec
         .process()
         .clone()
         .ok_or_else(|| Error::invalid("the spec has no process"))?;
     process.set_terminal(Some(req.stdio.terminal));
+    Ok(process)
+}
+
+/// Everything up to a created, configured (not yet started) CT.
+pub async fn create_ct(req: &CreateRequest) -> Result<(Made, std::os::unix::net::UnixListener)> {
+    let cfg = &req.config.pct;
+    let init = ctdir::find_init(&cfg.init_path).map_err(Error::precondition)?;
+    let process = process_of(req)?;
     let state_dir = PathBuf::from(&cfg.state_dir);
     ctdir::check_state_dir(&state_dir)?;
     let pct = Pct::new(cfg);

@@ -108,46 +108,15 @@ pub fn open_in_root(root: BorrowedFd<'_>, rel: &[u8], flags: libc::c_int) -> io:
     Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
 }
 
-/// `struct mount_attr`.
-#[repr(C)]
-struct MountAttr {
-    attr_set: u64,
-    attr_clr: u64,
-    propagation: u64,
-    userns_fd: u64,
-}
-
-pub const ATTR_RDONLY: u64 = 0x1;
-pub const ATTR_NOSUID: u64 = 0x2;
-pub const ATTR_NODEV: u64 = 0x4;
-pub const ATTR_NOEXEC: u64 = 0x8;
+pub use pvelxc_init::mountattr::{ATTR_NODEV, ATTR_NOEXEC, ATTR_NOSUID, ATTR_RDONLY};
 
 /// Set `MOUNT_ATTR_*` bits on the mount `fd` is the root of (and every mount below it with
 /// `recursive`): mount_setattr(2). Kernels before 5.12 (ENOSYS): a bind remount of that one
 /// mount, keeping the flags it has (a user namespace may not clear locked ones).
 pub fn set_mount_attrs(fd: BorrowedFd<'_>, set: u64, recursive: bool) -> io::Result<()> {
-    let attr = MountAttr {
-        attr_set: set,
-        attr_clr: 0,
-        propagation: 0,
-        userns_fd: 0,
-    };
-    let flags = libc::AT_EMPTY_PATH | if recursive { libc::AT_RECURSIVE } else { 0 };
-    // SAFETY: valid fd, empty C string, mount_attr of the size passed.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_mount_setattr,
-            fd.as_raw_fd(),
-            c"".as_ptr(),
-            flags,
-            &attr as *const MountAttr,
-            std::mem::size_of::<MountAttr>(),
-        )
-    };
-    if r == 0 {
+    let Err(e) = pvelxc_init::mountattr::mount_setattr(fd, set, recursive) else {
         return Ok(());
-    }
-    let e = io::Error::last_os_error();
+    };
     if e.raw_os_error() != Some(libc::ENOSYS) {
         return Err(e);
     }

@@ -157,12 +157,7 @@ impl PodContainer {
         let cfg = &req.config.pct;
         let timeout = Duration::from_secs(cfg.timeout_secs.max(1));
         let name = ctr_name(&req.id);
-        let mut process = req
-            .spec
-            .process()
-            .clone()
-            .ok_or_else(|| Error::invalid("the spec has no process"))?;
-        process.set_terminal(Some(req.stdio.terminal));
+        let process = crate::backend::pct::create::process_of(req)?;
         let (cspec, binds) = container_spec(&req.spec, &process, &name, shares_pod_pid(&req.spec))?;
         let lease = template::Packer {
             cfg,

@@ -89,15 +89,6 @@ pub fn translate(spec: &Spec, name: &str, ct_dir: &str) -> Result<(Vec<Mount>, V
 const OPEN_TREE_CLONE: libc::c_uint = 1;
 const AT_RECURSIVE: libc::c_uint = 0x8000;
 const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
-const MOUNT_ATTR_RDONLY: u64 = 0x1;
-
-#[repr(C)]
-struct MountAttr {
-    attr_set: u64,
-    attr_clr: u64,
-    propagation: u64,
-    userns_fd: u64,
-}
 
 fn cstr(p: &Path) -> Result<CString> {
     CString::new(p.as_os_str().as_encoded_bytes())
@@ -125,30 +116,18 @@ fn attach_one(b: &HostBind, target: &Path) -> Result<()> {
     // SAFETY: a fresh fd returned by open_tree, owned from here on.
     let tree = unsafe { OwnedFd::from_raw_fd(raw) };
     if b.readonly {
-        let attr = MountAttr {
-            attr_set: MOUNT_ATTR_RDONLY,
-            attr_clr: 0,
-            propagation: 0,
-            userns_fd: 0,
-        };
-        let empty = c"";
-        // SAFETY: mount_setattr on our fd with a struct we own and its exact size.
-        let r = unsafe {
-            libc::syscall(
-                libc::SYS_mount_setattr,
-                tree.as_raw_fd(),
-                empty.as_ptr(),
-                (libc::AT_EMPTY_PATH as libc::c_uint) | AT_RECURSIVE,
-                &attr as *const MountAttr,
-                std::mem::size_of::<MountAttr>(),
+        use std::os::fd::AsFd;
+        pvelxc_init::mountattr::mount_setattr(
+            tree.as_fd(),
+            pvelxc_init::mountattr::ATTR_RDONLY,
+            true,
+        )
+        .map_err(|e| {
+            Error::io(
+                format!("make the mount of {} read-only", b.source.display()),
+                e,
             )
-        };
-        if r != 0 {
-            return Err(os_err(format!(
-                "make the mount of {} read-only",
-                b.source.display()
-            )));
-        }
+        })?;
     }
     let dst = cstr(target)?;
     let empty = c"";
