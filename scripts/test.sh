@@ -105,12 +105,18 @@ PVELXC_SKIP_LOG=$MAIN_SKIPS cargo test --workspace --release --no-fail-fast -- -
 # The gate itself, on synthetic results (no harness needed): every expected pass that fails,
 # skips or goes missing must fail it.
 # The pct backend on every Proxmox VE version the double plays (the workspace run above used
-# the default, pve9.1): tests/pct_ctr.rs and tests/hostile_pct.rs inside a host shape each.
+# the default, pve9.1): tests/pct_ctr.rs and tests/hostile_pct.rs inside a host shape each, and
+# the CRI tests of pods as CTs (tests/cri.rs, names with `pct`).
 for prof in ${PCT_PROFILES:-pve8 pve9.0}; do
     step "pct tests on profile $prof"
-    PVE_PROFILE=$prof PVELXC_SKIP_LOG=$MAIN_SKIPS cargo test --release --no-fail-fast --test pct_ctr --test hostile_pct \
-        -- --test-threads "${TEST_THREADS:-2}" 2>&1 | tee "$LOGS/pct-$prof.log" ||
-        FAILED+=("pct tests on $prof")
+    (
+        rc=0
+        PVE_PROFILE=$prof PVELXC_SKIP_LOG=$MAIN_SKIPS cargo test --release --no-fail-fast --test pct_ctr --test hostile_pct \
+            -- --test-threads "${TEST_THREADS:-2}" 2>&1 || rc=1
+        PVE_PROFILE=$prof PVELXC_SKIP_LOG=$MAIN_SKIPS cargo test --release --no-fail-fast --test cri pct \
+            -- --test-threads "${TEST_THREADS:-2}" 2>&1 || rc=1
+        exit $rc
+    ) | tee "$LOGS/pct-$prof.log" || FAILED+=("pct tests on $prof")
 done
 
 step "Debian package: build, install/reinstall/remove/purge in a scratch root, a container run"
