@@ -155,6 +155,9 @@ pub struct PctConfig {
     /// Refuse containers whose spec asks for settings a CT cannot honour (seccomp, sysctl...)
     /// instead of logging a warning per ignored setting.
     pub strict: bool,
+    /// MiB a Kubernetes pod's CT gets beyond the sum of its containers' memory limits (the
+    /// RuntimeClass overhead, which containerd does not pass to a shim).
+    pub pod_overhead_mib: u64,
     /// Host directory where packed rootfs templates are cached; empty = the `template_storage`
     /// dir storage's `template/cache` (from /etc/pve/storage.cfg), else /var/lib/pvelxc/templates.
     pub template_dir: String,
@@ -186,6 +189,7 @@ impl Default for PctConfig {
             pveversion: "pveversion".into(),
             pve_container_version: String::new(),
             strict: false,
+            pod_overhead_mib: 64,
             template_dir: String::new(),
             template_timeout_secs: 600,
             template_max_gib: 20,

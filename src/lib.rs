@@ -10,6 +10,8 @@ pub mod router;
 pub mod service;
 pub mod shim;
 pub mod sys;
+#[cfg(test)]
+mod testutil;
 
 pub const RUNTIME_NAME: &str = "io.containerd.pvelxc.v2";
 pub const VERSION: &str = include_str!("../VERSION");

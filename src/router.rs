@@ -124,12 +124,7 @@ mod tests {
     use super::*;
     use crate::config::Rule;
 
-    fn ann(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
+    use crate::testutil::ann;
 
     fn all_usable(_: BackendKind) -> std::result::Result<(), String> {
         Ok(())

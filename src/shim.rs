@@ -117,6 +117,7 @@ impl Shim for PvelxcShim {
                     .map_err(containerd_shim::Error::from)?;
             }
         }
+        remove_dead_socket(&self.bundle);
         let mut r = DeleteResponse::new();
         r.exit_status = 128 + libc::SIGKILL as u32;
         r.exited_at = crate::service::timestamp_now();
@@ -139,6 +140,27 @@ impl Shim for PvelxcShim {
             Arc::new(Events::new(address, self.namespace.clone())),
             self.exit.clone(),
         )
+    }
+}
+
+/// After a shim died (containerd runs `delete` only then, or when a start failed), its socket
+/// file is left behind: remove it unless a shim still answers on it (another container of the
+/// pod started a new one). Only a socket named like containerd's (64 hex digits) is touched.
+fn remove_dead_socket(bundle: &std::path::Path) {
+    let Ok(address) = std::fs::read_to_string(bundle.join("address")) else {
+        return;
+    };
+    let path = std::path::Path::new(address.trim().trim_start_matches("unix://"));
+    let named_like_ours = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.len() == 64 && n.bytes().all(|b| b.is_ascii_hexdigit()));
+    let is_socket = std::fs::symlink_metadata(path).is_ok_and(|m| {
+        use std::os::unix::fs::FileTypeExt;
+        m.file_type().is_socket()
+    });
+    if named_like_ours && is_socket && std::os::unix::net::UnixStream::connect(path).is_err() {
+        let _ = std::fs::remove_file(path);
     }
 }
 

@@ -93,6 +93,10 @@ fn pod_ip(cri: &mut CriEnv, pod: &Pod) -> String {
     st.network.map(|n| n.ip).unwrap_or_default()
 }
 
+fn cgroup_v2_host() -> bool {
+    fs::metadata("/sys/fs/cgroup/cgroup.controllers").is_ok()
+}
+
 fn log_lines(path: &std::path::Path) -> Vec<(String, String)> {
     cri_support::parse_cri_log(&fs::read_to_string(path).unwrap_or_default())
 }
@@ -654,13 +658,7 @@ fn pct_pod_container_own_pid_namespace_and_oom() {
             ..Default::default()
         });
     }
-    let c = env
-        .cri
-        .create_ctr(&pod.id, &cfg, &pod.config)
-        .unwrap_or_else(|e| panic!("CreateContainer: {e}\n{}", env.containerd_log_tail()));
-    env.ctr_ids.push(c.clone());
-    env.cri.start_ctr(&c).expect("StartContainer");
-    env.wait_state(&c, RUNNING, Duration::from_secs(30));
+    let c = env.run_config(&pod, &cfg);
     let pid = env.ctr_pid(&c);
     assert_eq!(env.exec_ok(&c, &["cat", "/proc/1/comm"]), "sh");
     let ps = env.exec_ok(&c, &["ps", "-o", "comm"]);
@@ -688,6 +686,102 @@ fn pct_pod_container_own_pid_namespace_and_oom() {
     let id = pod.id.clone();
     env.remove_pod_fully(&id);
     env.assert_nothing_left(&[pause, pid]);
+}
+
+/// What a CT cannot honour is refused naming the pod's field, before anything is made; a pod
+/// without limits is bounded by the node (not Proxmox's 512 MiB default); a shim killed with a
+/// pod CT running (a container with a host volume) leaves nothing once kubelet removes the pod.
+#[test]
+fn pct_pod_refusals_unlimited_size_and_crash_cleanup() {
+    if skip_unless_ours() {
+        return;
+    }
+    let mut env = cri_env(H_PCT);
+    // hostPID: refused at RunPodSandbox, no CT made.
+    let mut cfg = env.pod_config(false);
+    if let Some(ns) = cfg
+        .linux
+        .as_mut()
+        .and_then(|l| l.security_context.as_mut())
+        .and_then(|s| s.namespace_options.as_mut())
+    {
+        ns.pid = v1::NamespaceMode::Node as i32;
+    }
+    let err = env
+        .try_pod(H_PCT, cfg)
+        .expect_err("a hostPID pod ran as a CT");
+    assert!(err.message().contains("hostPID"), "{}", err.message());
+    assert!(env.pct_list().is_empty(), "CT left by a refused pod");
+
+    // A pod that allows privileged containers, without limits.
+    let mut cfg = env.pod_config(false);
+    if let Some(sc) = cfg.linux.as_mut().and_then(|l| l.security_context.as_mut()) {
+        sc.privileged = true;
+    }
+    let pod = env
+        .try_pod(H_PCT, cfg)
+        .unwrap_or_else(|e| panic!("RunPodSandbox: {e}\n{}", env.containerd_log_tail()));
+    let cts = env.pct_list();
+    assert_eq!(cts.len(), 1);
+    let conf = common::stdout(&env.pct(&["config", &cts[0].to_string()]));
+    let meminfo = fs::read_to_string("/proc/meminfo").unwrap();
+    let total_kib: u64 = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    let want = format!("memory: {}", total_kib / 1024);
+    assert!(
+        conf.lines().any(|l| l == want),
+        "an unlimited pod's CT lacks {want:?}:\n{conf}"
+    );
+
+    // A privileged container: refused naming the field; the pod is unharmed.
+    let mut priv_cfg = cri_support::container_config("root", cri_support::BUSYBOX, IDLE);
+    if let Some(l) = priv_cfg.linux.as_mut() {
+        l.security_context = Some(v1::LinuxContainerSecurityContext {
+            privileged: true,
+            ..Default::default()
+        });
+    }
+    let refused = match env.cri.create_ctr(&pod.id, &priv_cfg, &pod.config) {
+        Err(e) => e,
+        Ok(id) => {
+            env.ctr_ids.push(id.clone());
+            env.cri
+                .start_ctr(&id)
+                .expect_err("a privileged container started in a pod CT")
+        }
+    };
+    assert!(
+        refused.message().contains("securityContext.privileged"),
+        "{}",
+        refused.message()
+    );
+
+    // A container with a host volume runs; then the shim dies.
+    let vol = env.log_dir().join("vol");
+    fs::create_dir_all(&vol).unwrap();
+    fs::write(vol.join("hello"), "from-the-host\n").unwrap();
+    let mut cfg = cri_support::container_config("vol", cri_support::BUSYBOX, IDLE);
+    cfg.mounts.push(v1::Mount {
+        container_path: "/data".into(),
+        host_path: vol.display().to_string(),
+        readonly: true,
+        ..Default::default()
+    });
+    let c = env.run_config(&pod, &cfg);
+    assert_eq!(env.exec_ok(&c, &["cat", "/data/hello"]), "from-the-host");
+    let pids = vec![env.pod_pid(&pod.id), env.ctr_pid(&c)];
+    let shims = env.shim_pids();
+    assert_eq!(shims.len(), 1, "one shim per pod: {shims:?}");
+    common::run_ok(&["kill", "-KILL", &shims[0].to_string()]);
+    // containerd notices, cleans up through `shim delete`, and reports the container exited.
+    env.wait_state(&c, EXITED, Duration::from_secs(60));
+    let id = pod.id.clone();
+    env.remove_pod_fully(&id);
+    env.assert_nothing_left(&pids);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -823,11 +917,39 @@ fn pct_pod_is_one_ct_with_its_containers() {
         return;
     }
     let mut env = CriEnv::with_pct(761_000, 761_099);
-    let pod = env.pod(H_PCT, &[], false);
+    // The pod's totals as kubelet sends them (sum of the containers' limits and requests).
+    let mut cfg = env.pod_config(false);
+    if let Some(l) = cfg.linux.as_mut() {
+        l.resources = Some(v1::LinuxContainerResources {
+            memory_limit_in_bytes: 256 << 20,
+            cpu_quota: 150_000,
+            cpu_period: 100_000,
+            cpu_shares: 512,
+            ..Default::default()
+        });
+    }
+    let pod = env
+        .try_pod(H_PCT, cfg)
+        .unwrap_or_else(|e| panic!("RunPodSandbox: {e}\n{}", env.containerd_log_tail()));
     let cts = env.pct_list();
     assert_eq!(cts.len(), 1, "one CT for the pod");
-    // The CT says whose it is: pod name and uid in its description, tags with the pod's name.
     let conf = common::stdout(&env.pct(&["config", &cts[0].to_string()]));
+    // The CT is sized like the pod: its limits + the configured overhead (64 MiB), no swap,
+    // the CPU limit as cores/cpulimit, the requests as cpuunits (not pause's 2 shares).
+    let units = if cgroup_v2_host() { "20" } else { "512" };
+    for line in [
+        "memory: 320".to_string(),
+        "swap: 0".to_string(),
+        "cores: 2".to_string(),
+        "cpulimit: 1.5".to_string(),
+        format!("cpuunits: {units}"),
+    ] {
+        assert!(
+            conf.lines().any(|l| l == line),
+            "CT config lacks {line:?}:\n{conf}"
+        );
+    }
+    // The CT says whose it is: pod name and uid in its description, tags with the pod's name.
     let meta = pod.config.metadata.clone().unwrap_or_default();
     assert!(
         conf.contains(&meta.uid) && conf.contains(&format!("pod-{}", meta.name)),

@@ -512,6 +512,20 @@ impl CriEnv {
         }
     }
 
+    /// CreateContainer from `cfg` + StartContainer + wait RUNNING; panics on failure.
+    pub fn run_config(&mut self, pod: &Pod, cfg: &v1::ContainerConfig) -> String {
+        let id = match self.cri.create_ctr(&pod.id, cfg, &pod.config) {
+            Ok(id) => id,
+            Err(e) => panic!("CreateContainer: {e}\n{}", self.containerd_log_tail()),
+        };
+        self.ctr_ids.push(id.clone());
+        if let Err(e) = self.cri.start_ctr(&id) {
+            panic!("StartContainer {id}: {e}\n{}", self.containerd_log_tail());
+        }
+        self.wait_state(&id, v1::ContainerState::ContainerRunning, BOUND);
+        id
+    }
+
     /// CreateContainer + StartContainer + wait RUNNING.
     pub fn run(
         &mut self,

@@ -66,6 +66,17 @@ pub fn cpuunits(shares: u64, unified: bool) -> u32 {
     }
 }
 
+/// A CFS quota/period → Proxmox `cpulimit` (CPUs, two decimals, rounded up) and `cores`;
+/// `None` when there is no quota (0 or −1).
+pub fn cpu_limit(quota: i64, period: u64) -> Option<(f64, u32)> {
+    if quota <= 0 || period == 0 {
+        return None;
+    }
+    let lim = quota as f64 / period as f64;
+    let lim = ((lim * 100.0).ceil() / 100.0).min(8192.0);
+    Some((lim, (lim.ceil() as u32).clamp(1, 8192)))
+}
+
 /// Memory/swap/cpu from OCI resources (also used by Update).
 pub fn resources(r: &LinuxResources, o: &mut CtOptions) {
     if let Some(m) = r.memory() {
@@ -83,13 +94,9 @@ pub fn resources(r: &LinuxResources, o: &mut CtOptions) {
         }
     }
     if let Some(c) = r.cpu() {
-        if let (Some(q), Some(p)) = (c.quota(), c.period()) {
-            if q > 0 && p > 0 {
-                let lim = q as f64 / p as f64;
-                let lim = (lim * 100.0).ceil() / 100.0;
-                o.cpulimit = Some(lim.min(8192.0));
-                o.cores = Some((lim.ceil() as u32).clamp(1, 8192));
-            }
+        if let Some((limit, cores)) = cpu_limit(c.quota().unwrap_or(0), c.period().unwrap_or(0)) {
+            o.cpulimit = Some(limit);
+            o.cores = Some(cores);
         }
         if let Some(s) = c.shares() {
             if s > 0 {
@@ -251,7 +258,7 @@ pub fn plan(
     let ann = spec.annotations().clone().unwrap_or_default();
     let pod = super::pod::role(&ann)? == super::pod::Role::Sandbox;
     let (nets, net) = if pod {
-        super::pod::net::cni_netns(spec)?;
+        super::pod::admit_sandbox(spec)?;
         (Vec::new(), None)
     } else {
         network(cfg, pve)?
@@ -273,7 +280,13 @@ pub fn plan(
         features: features(spec),
         ..Default::default()
     };
-    if let Some(r) = spec.linux().as_ref().and_then(|l| l.resources().as_ref()) {
+    if pod {
+        // The whole pod's resources, not pause's own (cpu shares 2).
+        let r = super::pod::sizing::PodResources::from_annotations(&ann)?;
+        let host = super::pod::sizing::host_memory_mib()?;
+        let unified = crate::sys::cgroup::is_unified();
+        super::pod::sizing::apply(&r, cfg.pod_overhead_mib, host, unified, &mut o);
+    } else if let Some(r) = spec.linux().as_ref().and_then(|l| l.resources().as_ref()) {
         resources(r, &mut o);
     }
     raw_lines.extend(super::limits::raw_lines(

@@ -153,6 +153,7 @@ fn tree(pid: u32) -> Vec<u32> {
 impl PodContainer {
     /// Create: everything but the process.
     pub async fn create(req: &CreateRequest, pod: Arc<PodCt>) -> Result<(Arc<Self>, Spawned)> {
+        super::admit_member(&req.spec)?;
         let owner = format!("{}/{}", req.namespace, req.id);
         let cfg = &req.config.pct;
         let timeout = Duration::from_secs(cfg.timeout_secs.max(1));

@@ -12,9 +12,12 @@ pub mod container;
 pub mod limits;
 pub mod mounts;
 pub mod net;
+pub mod sizing;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
+
+use oci_spec::runtime::{Capability, LinuxNamespaceType, Spec};
 
 use super::ctdir::CtDir;
 use super::runner::Pct;
@@ -53,6 +56,54 @@ pub fn role(annotations: &HashMap<String, String>) -> Result<Role> {
             "{CRI_CONTAINER_TYPE} = {other:?}: expected \"sandbox\" or \"container\""
         ))),
     }
+}
+
+/// What a pod's sandbox spec asks that a CT cannot give, refused naming the pod's field: the
+/// host's network, pid or IPC namespace (a CT always has its own).
+pub fn admit_sandbox(spec: &Spec) -> Result<()> {
+    net::cni_netns(spec)?;
+    let nss = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.namespaces().clone())
+        .unwrap_or_default();
+    for (typ, field) in [
+        (LinuxNamespaceType::Pid, "hostPID"),
+        (LinuxNamespaceType::Ipc, "hostIPC"),
+    ] {
+        if !nss.iter().any(|n| n.typ() == typ) {
+            return Err(Error::Unimplemented(format!(
+                "{field}: a pod sharing the host's {typ:?} namespace cannot run as a Proxmox CT \
+                 (a CT always has its own); run it with a runtime handler routed to crun or runc"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// `securityContext.privileged`: containerd gives such a container every capability and
+/// neither masked nor read-only paths (besides all host devices), which an unprivileged CT
+/// cannot honour. Refused before anything is made for it.
+pub fn admit_member(spec: &Spec) -> Result<()> {
+    let linux = spec.linux().as_ref();
+    let empty = |v: Option<&Vec<String>>| v.is_none_or(|v| v.is_empty());
+    let unmasked = empty(linux.and_then(|l| l.masked_paths().as_ref()))
+        && empty(linux.and_then(|l| l.readonly_paths().as_ref()));
+    let sys_admin = spec
+        .process()
+        .as_ref()
+        .and_then(|p| p.capabilities().as_ref())
+        .and_then(|c| c.bounding().as_ref())
+        .is_some_and(|b| b.contains(&Capability::SysAdmin));
+    if unmasked && sys_admin {
+        return Err(Error::Unimplemented(
+            "securityContext.privileged: a privileged container (every capability, host \
+             devices, unmasked /proc and /sys) cannot run in an unprivileged Proxmox CT; run its \
+             pod with a runtime handler routed to crun or runc"
+                .into(),
+        ));
+    }
+    Ok(())
 }
 
 /// A running pod CT: what its containers need.
@@ -115,10 +166,60 @@ pub fn ctr_name(id: &str) -> String {
 mod tests {
     use super::*;
 
-    fn ann(kv: &[(&str, &str)]) -> HashMap<String, String> {
-        kv.iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+    use crate::testutil::ann;
+
+    fn sandbox(kinds: &[LinuxNamespaceType]) -> Spec {
+        use oci_spec::runtime::{LinuxBuilder, LinuxNamespaceBuilder, SpecBuilder};
+        let nss: Vec<_> = kinds
+            .iter()
+            .map(|k| LinuxNamespaceBuilder::default().typ(*k).build().unwrap())
+            .collect();
+        SpecBuilder::default()
+            .linux(LinuxBuilder::default().namespaces(nss).build().unwrap())
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn host_namespaces_of_a_pod_are_refused_by_field() {
+        use LinuxNamespaceType::*;
+        assert!(admit_sandbox(&sandbox(&[Network, Pid, Ipc, Uts, Mount])).is_ok());
+        for (nss, field) in [
+            (vec![Pid, Ipc, Mount], "hostNetwork"),
+            (vec![Network, Ipc, Mount], "hostPID"),
+            (vec![Network, Pid, Mount], "hostIPC"),
+        ] {
+            let e = admit_sandbox(&sandbox(&nss)).unwrap_err();
+            assert!(matches!(e, Error::Unimplemented(_)), "{e:?}");
+            assert!(e.to_string().contains(field), "{e}");
+        }
+    }
+
+    #[test]
+    fn privileged_members_are_refused_by_field() {
+        // The default spec: runc's default capabilities and masked paths (not privileged).
+        let mut s = Spec::default();
+        assert!(admit_member(&s).is_ok());
+        // What containerd's WithPrivileged makes: every capability, nothing masked.
+        let all: std::collections::HashSet<Capability> = [
+            Capability::SysAdmin,
+            Capability::NetAdmin,
+            Capability::Chown,
+        ]
+        .into();
+        let mut p = s.process().clone().unwrap();
+        let mut caps = p.capabilities().clone().unwrap();
+        caps.set_bounding(Some(all.clone()));
+        p.set_capabilities(Some(caps));
+        s.set_process(Some(p));
+        // Capabilities alone (securityContext.capabilities.add) are not privileged.
+        assert!(admit_member(&s).is_ok());
+        let mut l = s.linux().clone().unwrap();
+        l.set_masked_paths(None);
+        l.set_readonly_paths(Some(Vec::new()));
+        s.set_linux(Some(l));
+        let e = admit_member(&s).unwrap_err();
+        assert!(e.to_string().contains("securityContext.privileged"), "{e}");
     }
 
     #[test]
