@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # Kubernetes-path benchmark: pod start latency (RunPodSandbox + CreateContainer + StartContainer,
-# median of RUNS) and per-pod shim RSS through containerd's CRI plugin, our shim (handler
-# `pvelxc`, io.containerd.pvelxc.v2, crun backend) side by side with the stock Go shim (handler
-# `runc-crun`, io.containerd.runc.v2 with BinaryName = /usr/bin/crun), in one run, on a private
-# containerd (own root/state/socket, private CNI bridge). Never touches the system containerd.
+# median of RUNS), per-pod shim RSS and the pod's host memory (PSS of the processes it added)
+# through containerd's CRI plugin: our shim with the crun backend (handler `pvelxc`) and with
+# pods as Proxmox CTs (handler `pvelxc-pct`: the pct double, PVE 9.1 profile), side by side with
+# the stock Go shim (handler `runc-crun`, io.containerd.runc.v2 with BinaryName = /usr/bin/crun),
+# in one run, on a private containerd (own root/state/socket, private CNI bridge) running inside
+# a Proxmox-shaped host (pve-shape). Never touches the system containerd.
 #
 #   scripts/bench-cri.sh [RUNS]        (RUNS >= 10, default 15)
+#   BENCH_HANDLERS="pvelxc runc-crun"  (default: all three)
 #
 # Driver: examples/cri-bench.rs (a CRI client; one warm-up run per handler is not counted).
 # Needs: root, containerd, crun, containernetworking-plugins, gcc (static libc), umoci,
@@ -28,12 +31,17 @@ cd "$REPO_ROOT"
 echo "== building the shim and examples/cri-bench (release)" >&2
 cargo build --release --bin containerd-shim-pvelxc-v2 >&2
 cargo build --release --example cri-bench >&2
+cargo build --release -p pve-double >&2
+cargo build --release -p pvelxc-init --target x86_64-unknown-linux-gnu >&2
 TARGET_DIR=$(cargo metadata --format-version 1 --no-deps 2>/dev/null |
     sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
 TARGET_DIR=${TARGET_DIR:-$REPO_ROOT/target}
 BENCH=$TARGET_DIR/release/examples/cri-bench
 [ -x "$BENCH" ] || die "no $BENCH"
 [ -x "$SHIM_DIR/containerd-shim-pvelxc-v2" ] || die "no shim binary in $SHIM_DIR"
+INIT=${PVELXC_INIT_BIN:-$TARGET_DIR/x86_64-unknown-linux-gnu/release/pvelxc-init}
+[ -x "$INIT" ] || die "no static init at $INIT (PVELXC_INIT_BIN)"
+HANDLERS=${BENCH_HANDLERS:-pvelxc pvelxc-pct runc-crun}
 
 WORK=$(mktemp -d /tmp/pvcb-XXXXXX)
 BRIDGE=pvbb$(printf '%x' $(($$ & 0xffff)))
@@ -58,6 +66,7 @@ cleanup() {
     awk -v d="$WORK" 'index($5, d) == 1 {print $5}' /proc/self/mountinfo | sort -r | while read -r m; do
         umount -l "$m" 2>/dev/null
     done
+    stop_shape
     ip link del "$BRIDGE" 2>/dev/null
     rm -rf "$WORK"
 }
@@ -128,6 +137,10 @@ disabled_plugins = ["io.containerd.internal.v1.opt"]
     default_runtime_name = "runc-crun"
     [$CRI.containerd.runtimes.pvelxc]
       runtime_type = "io.containerd.pvelxc.v2"
+    [$CRI.containerd.runtimes.pvelxc-pct]
+      runtime_type = "io.containerd.pvelxc.v2"
+      [$CRI.containerd.runtimes.pvelxc-pct.options]
+        ConfigPath = "$WORK/pct.toml"
     [$CRI.containerd.runtimes.runc-crun]
       runtime_type = "io.containerd.runc.v2"
       [$CRI.containerd.runtimes.runc-crun.options]
@@ -137,7 +150,18 @@ disabled_plugins = ["io.containerd.internal.v1.opt"]
     conf_dir = "$WORK/net.d"
     max_conf_num = 1
 TOML
-PATH="$SHIM_DIR:$PATH" containerd --config "$WORK/config.toml" >"$WORK/containerd.log" 2>&1 &
+# Pods as CTs: the double over VMIDs of its own, in a host shaped like a PVE 9.1 node.
+start_shape pve9.1
+cat >"$WORK/pct.toml" <<TOML
+backend = "pct"
+[pct]
+vmid_min = 771000
+vmid_max = 771999
+init_path = "$INIT"
+state_dir = "$SHAPE_ROOT/ct"
+template_dir = "$SHAPE_ROOT/storage/local/template/cache"
+TOML
+"${SHAPE_START[@]}" env PATH="$SHIM_DIR:$PATH" containerd --config "$WORK/config.toml" >"$WORK/containerd.log" 2>&1 &
 CD_PID=$!
 for i in $(seq 200); do
     [ -S "$SOCK" ] && ctr --address "$SOCK" version >/dev/null 2>&1 && break
@@ -150,7 +174,7 @@ ctr --address "$SOCK" -n k8s.io images import --base-name localhost/test/busybox
 
 # ---- measure, both handlers in one run ----
 declare -A LINE
-for h in pvelxc runc-crun; do
+for h in $HANDLERS; do
     echo "== $h: $RUNS pods (+1 warm-up)" >&2
     if ! LINE[$h]=$("$BENCH" --socket "$SOCK" --handler "$h" --runs "$RUNS" --log-dir "$WORK/logs"); then
         tail -30 "$WORK/containerd.log" >&2
@@ -158,17 +182,25 @@ for h in pvelxc runc-crun; do
     fi
 done
 
-field() { sed -n "s/.* $2=\([^ ]*\).*/\1/p" <<<"${LINE[$1]}"; }
+field() { sed -n "s/.* $2=\([^ ]*\).*/\1/p" <<<"${LINE[$1]:-}"; }
+label() {
+    case $1 in
+        pvelxc) echo "pvelxc, crun backend" ;;
+        pvelxc-pct) echo "pvelxc, pod as a CT (pct double)" ;;
+        runc-crun) echo "stock runc.v2 + crun" ;;
+        *) echo "$1" ;;
+    esac
+}
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else printf "-" }'; }
 echo
 echo "CRI pod start (RunPodSandbox+CreateContainer+StartContainer), $RUNS pods each, $(nproc) cores:"
-printf '%-34s %12s %12s %12s %16s\n' handler median_ms min_ms max_ms shim_rss_kB
-for h in pvelxc runc-crun; do
-    label=$h; [ "$h" = pvelxc ] && label="pvelxc (io.containerd.pvelxc.v2)"
-    [ "$h" = runc-crun ] && label="runc-crun (runc.v2 + crun)"
-    printf '%-34s %12s %12s %12s %16s\n' "$label" "$(field "$h" start_median_ms)" \
-        "$(field "$h" start_min_ms)" "$(field "$h" start_max_ms)" "$(field "$h" shim_rss_kb_median)"
+printf '%-34s %9s %7s %7s %11s %10s %5s %7s %8s\n' handler median_ms min_ms max_ms shim_rss_kB pod_pss_kB procs start_x memory_x
+b=$(field runc-crun start_median_ms) mb=$(field runc-crun pod_pss_kb_median)
+for h in $HANDLERS; do
+    a=$(field "$h" start_median_ms) ma=$(field "$h" pod_pss_kb_median)
+    printf '%-34s %9s %7s %7s %11s %10s %5s %7s %8s\n' "$(label "$h")" "$a" \
+        "$(field "$h" start_min_ms)" "$(field "$h" start_max_ms)" "$(field "$h" shim_rss_kb_median)" \
+        "$ma" "$(field "$h" pod_procs)" "$(ratio "$a" "${b:-0}")" "$(ratio "$ma" "${mb:-0}")"
 done
-a=$(field pvelxc start_median_ms); b=$(field runc-crun start_median_ms)
-ra=$(field pvelxc shim_rss_kb_median); rb=$(field runc-crun shim_rss_kb_median)
-awk -v a="$a" -v b="$b" -v ra="$ra" -v rb="$rb" \
-    'BEGIN { if (b > 0 && rb > 0) printf "ratio pvelxc/runc-crun: start %.2fx, shim RSS %.2fx\n", a / b, ra / rb }'
+echo "start_x, memory_x: median pod start and the pod's host memory (PSS of the processes it"
+echo "added) relative to the stock shim's, in the same run"
