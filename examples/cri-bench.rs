@@ -6,8 +6,12 @@
 //!
 //! Each run: RunPodSandbox + CreateContainer + StartContainer (timed together), then the RSS of
 //! the shim processes serving the socket's containerd (only this pod exists at that moment), then
-//! StopContainer/RemoveContainer/StopPodSandbox/RemovePodSandbox (not timed). Prints one line:
-//! `handler=NAME runs=N start_median_ms=.. start_min_ms=.. start_max_ms=.. shim_rss_kb_median=..`
+//! StopContainer/RemoveContainer/StopPodSandbox/RemovePodSandbox (not timed). The pod's host
+//! memory is the PSS (shared pages split between their users) of every process that appeared
+//! on the host while the pod started and is still there: shim, pause, the container's process,
+//! and for a pod CT also LXC's monitor, the CT's init and `pct exec`'s attach process. Prints:
+//! `handler=NAME runs=N start_median_ms=.. start_min_ms=.. start_max_ms=.. shim_rss_kb_median=..
+//! pod_pss_kb_median=.. pod_procs=..`
 
 #[path = "../tests/cri_support/client.rs"]
 mod client;
@@ -70,6 +74,26 @@ fn shim_rss_kb(sock: &Path) -> (usize, u64) {
     (n, total)
 }
 
+fn pids() -> std::collections::BTreeSet<u32> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .collect()
+}
+
+/// `Pss:` of /proc/PID/smaps_rollup in kB (0 for kernel threads and vanished processes).
+fn pss_kb(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("Pss:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let Some(sock) = arg(&args, "--socket").map(PathBuf::from) else {
@@ -98,13 +122,13 @@ fn main() {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    let cmd = [
-        "sh",
-        "-c",
-        "trap 'exit 0' TERM; while true; do sleep 1; done",
-    ];
+    // Processes that stay (no short-lived children that would blur the memory figure), and a
+    // TERM that ends the container at once.
+    let cmd = ["sh", "-c", "trap 'exit 0' TERM; sleep 86400 & wait"];
     let mut lat = Vec::new();
     let mut rss = Vec::new();
+    let mut pss = Vec::new();
+    let mut procs = Vec::new();
     let tag = std::process::id();
     for i in 0..runs + 1 {
         let pod_logs = log_dir.join(format!("{handler}-{i}"));
@@ -118,6 +142,7 @@ fn main() {
             false,
         );
         let ctr = client::container_config("app", &image, &cmd);
+        let before = pids();
         let t = Instant::now();
         let pod_id = cri.run_pod(&pod, &handler).unwrap_or_else(|e| {
             eprintln!("cri-bench: RunPodSandbox ({handler}): {e}");
@@ -135,11 +160,19 @@ fn main() {
         // Let the shim settle (the start process has exited once RunPodSandbox returned).
         std::thread::sleep(Duration::from_millis(300));
         let (nshims, kb) = shim_rss_kb(&sock);
+        let new: Vec<u32> = pids().difference(&before).copied().collect();
+        let pod_kb: u64 = new.iter().map(|p| pss_kb(*p)).sum();
+        let alive = new.iter().filter(|p| pss_kb(**p) > 0).count();
         // Run 0 warms caches (image snapshot, binaries) and is not counted.
         if i > 0 {
             lat.push(took);
             rss.push(kb as f64);
-            eprintln!("  {handler} run {i}: {took:.1} ms, {nshims} shim(s), {kb} kB RSS");
+            pss.push(pod_kb as f64);
+            procs.push(alive as f64);
+            eprintln!(
+                "  {handler} run {i}: {took:.1} ms, {nshims} shim(s), {kb} kB shim RSS, \
+                 {pod_kb} kB PSS in {alive} new processes"
+            );
         }
         let _ = cri.stop_ctr(&id, 5);
         let _ = cri.remove_ctr(&id);
@@ -158,10 +191,12 @@ fn main() {
         .iter()
         .fold((f64::MAX, 0f64), |(a, b), v| (a.min(*v), b.max(*v)));
     println!(
-        "handler={handler} runs={runs} start_median_ms={:.1} start_min_ms={:.1} start_max_ms={:.1} shim_rss_kb_median={:.0}",
+        "handler={handler} runs={runs} start_median_ms={:.1} start_min_ms={:.1} start_max_ms={:.1} shim_rss_kb_median={:.0} pod_pss_kb_median={:.0} pod_procs={:.0}",
         median(&mut lat),
         min,
         max,
-        median(&mut rss)
+        median(&mut rss),
+        median(&mut pss),
+        median(&mut procs)
     );
 }

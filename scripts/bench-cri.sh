@@ -32,7 +32,7 @@ echo "== building the shim and examples/cri-bench (release)" >&2
 cargo build --release --bin containerd-shim-pvelxc-v2 >&2
 cargo build --release --example cri-bench >&2
 cargo build --release -p pve-double >&2
-cargo build --release -p pvelxc-init --target x86_64-unknown-linux-gnu >&2
+RUSTFLAGS="-C target-feature=+crt-static" cargo build --release -p pvelxc-init --target x86_64-unknown-linux-gnu >&2
 TARGET_DIR=$(cargo metadata --format-version 1 --no-deps 2>/dev/null |
     sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
 TARGET_DIR=${TARGET_DIR:-$REPO_ROOT/target}
