@@ -697,7 +697,7 @@ fn pct_pod_refusals_unlimited_size_and_crash_cleanup() {
         return;
     }
     let mut env = cri_env(H_PCT);
-    // hostPID: refused at RunPodSandbox, no CT made.
+    // hostPID, hostNetwork: refused at RunPodSandbox, no CT made.
     let mut cfg = env.pod_config(false);
     if let Some(ns) = cfg
         .linux
@@ -711,6 +711,11 @@ fn pct_pod_refusals_unlimited_size_and_crash_cleanup() {
         .try_pod(H_PCT, cfg)
         .expect_err("a hostPID pod ran as a CT");
     assert!(err.message().contains("hostPID"), "{}", err.message());
+    let cfg = env.pod_config(true);
+    let err = env
+        .try_pod(H_PCT, cfg)
+        .expect_err("a hostNetwork pod ran as a CT");
+    assert!(err.message().contains("hostNetwork"), "{}", err.message());
     assert!(env.pct_list().is_empty(), "CT left by a refused pod");
 
     // A pod that allows privileged containers, without limits.
