@@ -80,6 +80,21 @@ impl Cmd {
     }
 
     /// Run to completion, capturing stdout and stderr.
+    /// [`Cmd::output`], with a non-zero exit as an internal error naming the command, its
+    /// exit code and its (cleaned) stderr; stdout on success.
+    pub async fn checked_stdout(self) -> Result<String> {
+        let shown = self.display();
+        let out = self.output().await?;
+        if !out.success() {
+            return Err(Error::internal(format!(
+                "{shown}: exit {}: {}",
+                out.code,
+                pvelxc_init::proto::clean_text(out.stderr.trim())
+            )));
+        }
+        Ok(out.stdout)
+    }
+
     pub async fn output(self) -> Result<Output> {
         let shown = self.display();
         let Some((prog, args)) = self.argv.split_first() else {

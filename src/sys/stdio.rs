@@ -22,6 +22,43 @@ pub struct StdioPaths {
     pub terminal: bool,
 }
 
+/// One end of a pipe per connected stream: `(shim's ends, process's ends)`, indexed stdin,
+/// stdout, stderr (the shim writes stdin and reads the others); `None` where not connected.
+pub type PipeEnds = ([Option<OwnedFd>; 3], [Option<OwnedFd>; 3]);
+
+impl StdioPaths {
+    /// A pipe for each stream containerd connected.
+    pub fn pipes(&self) -> Result<PipeEnds> {
+        let mut shim: [Option<OwnedFd>; 3] = [None, None, None];
+        let mut process: [Option<OwnedFd>; 3] = [None, None, None];
+        for (i, path) in [&self.stdin, &self.stdout, &self.stderr]
+            .into_iter()
+            .enumerate()
+        {
+            if path.is_empty() {
+                continue;
+            }
+            let (r, w) = fdio::pipe().map_err(|e| Error::io("pipe", e))?;
+            let (s, p) = if i == 0 { (w, r) } else { (r, w) };
+            shim[i] = Some(s);
+            process[i] = Some(p);
+        }
+        Ok((shim, process))
+    }
+}
+
+impl ProcessIo {
+    /// The shim's ends of [`StdioPaths::pipes`].
+    pub fn pipes(shim: [Option<OwnedFd>; 3]) -> ProcessIo {
+        let [stdin, stdout, stderr] = shim;
+        ProcessIo::Pipes {
+            stdin,
+            stdout,
+            stderr,
+        }
+    }
+}
+
 /// The shim's ends of a process's stdio, as a backend hands them over.
 pub enum ProcessIo {
     Pipes {

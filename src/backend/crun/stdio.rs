@@ -1,14 +1,13 @@
 //! Running the runtime (`create`, `exec`) with the process's stdio: a console socket for a
 //! terminal, pipes otherwise; and the pid files it writes.
 
-use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
 use super::cli::{self, Runtime};
 use crate::error::{Error, Result};
 use crate::sys::console::ConsoleSocket;
+use crate::sys::reaper;
 use crate::sys::stdio::{ProcessIo, StdioPaths};
-use crate::sys::{fdio, reaper};
 
 /// Run `args` (create or exec) with the process's stdio wired up: a console socket for a
 /// terminal, pipes otherwise. Returns the shim's ends and, for a tty, nothing else.
@@ -46,31 +45,13 @@ pub(super) async fn spawn_with_stdio(
         return Ok((ProcessIo::Pty { master }, None));
     }
     args.push(id.into());
-    let mut mine: [Option<OwnedFd>; 3] = [None, None, None];
-    let mut theirs: Vec<std::process::Stdio> = Vec::new();
-    for (i, path) in [&stdio.stdin, &stdio.stdout, &stdio.stderr]
+    let (mine, theirs) = stdio.pipes()?;
+    let theirs = theirs
         .into_iter()
-        .enumerate()
-    {
-        if path.is_empty() {
-            theirs.push(std::process::Stdio::null());
-            continue;
-        }
-        let (r, w) = fdio::pipe().map_err(|e| Error::io("pipe", e))?;
-        let (m, t) = if i == 0 { (w, r) } else { (r, w) };
-        mine[i] = Some(m);
-        theirs.push(std::process::Stdio::from(t));
-    }
+        .map(|t| t.map_or_else(std::process::Stdio::null, std::process::Stdio::from))
+        .collect();
     run_with_stdio(rt, args.clone(), theirs).await?;
-    let [stdin, stdout, stderr] = mine;
-    Ok((
-        ProcessIo::Pipes {
-            stdin,
-            stdout,
-            stderr,
-        },
-        None,
-    ))
+    Ok((ProcessIo::pipes(mine), None))
 }
 
 /// Run the runtime with the given stdio for the process it starts (it is inherited).

@@ -16,8 +16,8 @@ use super::ctdir::{CtDir, CT_DIR};
 use super::vmid::Vmid;
 use crate::backend::Spawned;
 use crate::error::{Error, Result};
+use crate::sys::reaper;
 use crate::sys::stdio::{ProcessIo, StdioPaths};
-use crate::sys::{fdio, reaper};
 
 /// File-name-safe form of an exec id (ids come from clients).
 pub fn safe_name(s: &str) -> String {
@@ -44,21 +44,9 @@ pub fn safe_name(s: &str) -> String {
     out
 }
 
-/// Spawn the exec; `dir` is the CT's host directory D (the spec goes there: the CT can read
-/// it but cannot plant or replace anything in D).
-pub fn spawn(
-    pct: &str,
-    vmid: Vmid,
-    dir: &Arc<CtDir>,
-    exec_id: &str,
-    process: &Process,
-    stdio: &StdioPaths,
-) -> Result<Spawned> {
-    spawn_in(pct, vmid, dir, exec_id, process, stdio, None)
-}
-
-/// [`spawn`], inside the pod container whose process has the in-CT pid `into` (Some), or in
-/// the CT itself (None).
+/// Spawn the exec inside the pod container whose process has the in-CT pid `into` (Some), or
+/// in the CT itself (None); `dir` is the CT's host directory D (the spec goes there: the CT
+/// can read it but cannot plant or replace anything in D).
 pub fn spawn_in(
     pct: &str,
     vmid: Vmid,
@@ -121,29 +109,8 @@ impl ChildStdio {
                 ChildStdio::Pty(pty.slave),
             ));
         }
-        let mut mine: [Option<OwnedFd>; 3] = [None, None, None];
-        let mut theirs: [Option<OwnedFd>; 3] = [None, None, None];
-        for (i, path) in [&stdio.stdin, &stdio.stdout, &stdio.stderr]
-            .into_iter()
-            .enumerate()
-        {
-            if path.is_empty() {
-                continue;
-            }
-            let (r, w) = fdio::pipe().map_err(|e| Error::io("pipe", e))?;
-            let (m, t) = if i == 0 { (w, r) } else { (r, w) };
-            mine[i] = Some(m);
-            theirs[i] = Some(t);
-        }
-        let [stdin, stdout, stderr] = mine;
-        Ok((
-            ProcessIo::Pipes {
-                stdin,
-                stdout,
-                stderr,
-            },
-            ChildStdio::Pipes(theirs),
-        ))
+        let (mine, theirs) = stdio.pipes()?;
+        Ok((ProcessIo::pipes(mine), ChildStdio::Pipes(theirs)))
     }
 }
 

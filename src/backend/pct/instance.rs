@@ -70,13 +70,14 @@ impl Instance for PctInstance {
         tokio::task::spawn_blocking(move || executable::check(&root, &checked))
             .await
             .map_err(|e| Error::internal(format!("check the executable: {e}")))??;
-        exec::spawn(
+        exec::spawn_in(
             self.pct.program(),
             self.vmid,
             &self.dir,
             exec_id,
             process,
             stdio,
+            None,
         )
     }
 

@@ -9,7 +9,7 @@ use pvelxc_agent::host::{OutputStream, ProcessIo as AgentIo, StdinSink, Vm};
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::error::{Error, Result};
-use crate::sys::fdio::{self, FdIo};
+use crate::sys::fdio::FdIo;
 use crate::sys::stdio::{ProcessIo, StdioPaths};
 
 /// How often a host pty's size is compared with what the guest was told.
@@ -48,28 +48,10 @@ pub fn make(stdio: &StdioPaths, console: Option<(u16, u16)>) -> Result<(ProcessI
             HostEnds::Pty { slave: pty.slave },
         ));
     }
-    let mut shim: [Option<OwnedFd>; 3] = [None, None, None];
-    let mut ours: [Option<OwnedFd>; 3] = [None, None, None];
-    for (i, path) in [&stdio.stdin, &stdio.stdout, &stdio.stderr]
-        .into_iter()
-        .enumerate()
-    {
-        if path.is_empty() {
-            continue;
-        }
-        let (r, w) = fdio::pipe().map_err(|e| Error::io("pipe", e))?;
-        let (s, o) = if i == 0 { (w, r) } else { (r, w) };
-        shim[i] = Some(s);
-        ours[i] = Some(o);
-    }
-    let [si, so, se] = shim;
+    let (shim, ours) = stdio.pipes()?;
     let [oi, oo, oe] = ours;
     Ok((
-        ProcessIo::Pipes {
-            stdin: si,
-            stdout: so,
-            stderr: se,
-        },
+        ProcessIo::pipes(shim),
         HostEnds::Pipes {
             stdin: oi,
             stdout: oo,

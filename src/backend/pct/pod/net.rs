@@ -125,17 +125,7 @@ fn nsenter(netns: &Path, ip: &[&str]) -> Cmd {
 }
 
 async fn run(netns: &Path, ip: &[&str]) -> Result<String> {
-    let c = nsenter(netns, ip);
-    let shown = c.display();
-    let out = c.output().await?;
-    if !out.success() {
-        return Err(Error::internal(format!(
-            "{shown}: exit {}: {}",
-            out.code,
-            out.stderr.trim()
-        )));
-    }
-    Ok(out.stdout)
+    nsenter(netns, ip).checked_stdout().await
 }
 
 /// Move the interfaces of `netns` into the network namespace of host pid `ct_pid` (the CT's
