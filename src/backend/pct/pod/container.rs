@@ -9,19 +9,19 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use oci_spec::runtime::{LinuxResources, Process, Spec};
-use pvelxc_init::pod::{ContainerSpec, POD_DIR};
+use oci_spec::runtime::{LinuxResources, Process};
 use tokio::sync::{mpsc, watch};
 
+use super::inct::{
+    container_spec, ct_dir_of, ct_pid, init_in_ct, pct_init, shares_pod_pid, tree, Undo,
+};
 use super::{ctr_name, mounts, PodCt};
 use crate::backend::pct::ctcg::CtCgroup;
-use crate::backend::pct::ctdir::CT_DIR;
 use crate::backend::pct::exec::{self, ChildStdio};
 use crate::backend::pct::template;
 use crate::backend::{CreateRequest, Instance, Spawned, Target};
 use crate::error::{Error, Result};
 use crate::sys::cgroup::{Cgroup, Metrics};
-use crate::sys::command::Cmd;
 use crate::sys::reaper::Exit;
 use crate::sys::stdio::StdioPaths;
 
@@ -53,106 +53,37 @@ pub struct PodContainer {
     resources: Option<LinuxResources>,
 }
 
-/// The in-CT spec of the container (`ctr-<name>.json`).
-pub fn container_spec(
-    spec: &Spec,
-    process: &Process,
-    name: &str,
-    share_pid: bool,
-) -> Result<(ContainerSpec, Vec<mounts::HostBind>)> {
-    let (mounts, binds) = mounts::translate(spec, name, CT_DIR)?;
-    let linux = spec.linux().as_ref();
-    let process = serde_json::to_value(process)
-        .and_then(serde_json::from_value)
-        .map_err(|e| Error::invalid(format!("the spec's process: {e}")))?;
-    Ok((
-        ContainerSpec {
-            root: format!("{POD_DIR}/{name}/rootfs"),
-            readonly_root: spec
-                .root()
-                .as_ref()
-                .and_then(|r| r.readonly())
-                .unwrap_or(false),
-            new_pid_ns: !share_pid,
-            mounts,
-            masked_paths: linux
-                .and_then(|l| l.masked_paths().clone())
-                .unwrap_or_default(),
-            readonly_paths: linux
-                .and_then(|l| l.readonly_paths().clone())
-                .unwrap_or_default(),
-            cgroup: None,
-            process,
-        },
-        binds,
-    ))
-}
-
-/// `shareProcessNamespace`: CRI then names the sandbox's pid namespace in the container's spec.
-pub fn shares_pod_pid(spec: &Spec) -> bool {
-    spec.linux()
-        .as_ref()
-        .and_then(|l| l.namespaces().as_ref())
-        .is_some_and(|ns| {
-            ns.iter().any(|n| {
-                n.typ() == oci_spec::runtime::LinuxNamespaceType::Pid && n.path().is_some()
-            })
-        })
-}
-
-fn init_in_ct() -> String {
-    format!("{CT_DIR}/init")
-}
-
-/// Run `pct exec VMID -- init ARGS` to completion (stdin: `stdin`), failing on a non-zero exit.
-async fn pct_init(pod: &PodCt, args: &[&str], stdin: Option<OwnedFd>, t: Duration) -> Result<()> {
-    let mut argv: Vec<String> = vec![
-        pod.pct.program().to_string(),
-        "exec".into(),
-        pod.vmid.to_string(),
-        "--".into(),
-        init_in_ct(),
-    ];
-    argv.extend(args.iter().map(|a| a.to_string()));
-    let mut c = Cmd::new(argv).timeout(t).grace(Duration::from_secs(2));
-    if let Some(fd) = stdin {
-        c = c.stdin(fd);
-    }
-    c.checked_stdout().await.map(|_| ())
-}
-
-/// The in-CT pid of host pid `pid` (the second NSpid field: the shim's view first, the CT's
-/// next).
-fn ct_pid(pid: u32) -> Option<u32> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let l = s.lines().find_map(|l| l.strip_prefix("NSpid:"))?;
-    l.split_whitespace().nth(1)?.parse().ok()
-}
-
-/// `pid` and every descendant (bounded).
-fn tree(pid: u32) -> Vec<u32> {
-    let mut out = vec![pid];
-    let mut i = 0;
-    while i < out.len() && out.len() < 4096 {
-        let c = exec::children(out[i]);
-        out.extend(c);
-        i += 1;
-    }
-    out
-}
-
 impl PodContainer {
-    /// Create: everything but the process.
+    /// Create: everything but the process. What a failed Create made is undone ([`Undo`]).
     pub async fn create(req: &CreateRequest, pod: Arc<PodCt>) -> Result<(Arc<Self>, Spawned)> {
         super::admit_member(&req.spec)?;
-        let owner = format!("{}/{}", req.namespace, req.id);
-        let cfg = &req.config.pct;
-        let timeout = Duration::from_secs(cfg.timeout_secs.max(1));
+        let timeout = Duration::from_secs(req.config.pct.timeout_secs.max(1));
         let name = ctr_name(&req.id);
+        let mut undo = Undo::new(pod.clone(), &name, timeout);
+        match Self::make(req, pod, &name, timeout, &mut undo).await {
+            Ok(v) => {
+                undo.disarm();
+                Ok(v)
+            }
+            Err(e) => {
+                undo.rollback().await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn make(
+        req: &CreateRequest,
+        pod: Arc<PodCt>,
+        name: &str,
+        timeout: Duration,
+        undo: &mut Undo,
+    ) -> Result<(Arc<Self>, Spawned)> {
+        let owner = format!("{}/{}", req.namespace, req.id);
         let process = crate::backend::pct::create::process_of(req)?;
-        let (cspec, binds) = container_spec(&req.spec, &process, &name, shares_pod_pid(&req.spec))?;
+        let (cspec, binds) = container_spec(&req.spec, &process, name, shares_pod_pid(&req.spec))?;
         let lease = template::Packer {
-            cfg,
+            cfg: &req.config.pct,
             mounts: &req.rootfs,
             spec: &req.spec,
             bundle: &req.bundle,
@@ -163,6 +94,7 @@ impl PodContainer {
         let archive = std::fs::File::open(lease.path())
             .map_err(|e| Error::io(format!("open {}", lease.path().display()), e))?;
         let t = Instant::now();
+        undo.made_root(&ct_dir_of(name));
         pct_init(
             &pod,
             &["unpack", &cspec.root],
@@ -178,30 +110,17 @@ impl PodContainer {
             cspec.root,
             t.elapsed()
         );
-        let undo_root = |pod: Arc<PodCt>, root: String| async move {
-            let _ = pct_init(&pod, &["remove", &root], None, timeout).await;
-        };
         let d = pod.dir.path().to_path_buf();
         let gid = pod.dir.ct_gid();
-        let (n2, b2) = (name.clone(), binds.clone());
-        let attached = tokio::task::spawn_blocking(move || mounts::attach(&d, &n2, &b2, gid))
+        let n2 = name.to_string();
+        undo.made_mounts();
+        tokio::task::spawn_blocking(move || mounts::attach(&d, &n2, &binds, gid))
             .await
-            .map_err(|e| Error::internal(format!("attach mounts: {e}")))?;
-        if let Err(e) = attached {
-            undo_root(pod.clone(), cspec.root.clone()).await;
-            return Err(e);
-        }
-        let written = serde_json::to_vec(&cspec)
+            .map_err(|e| Error::internal(format!("attach mounts: {e}")))??;
+        undo.made_spec();
+        let spec_in_ct = serde_json::to_vec(&cspec)
             .map_err(Error::from)
-            .and_then(|b| pod.dir.write_ctr_spec(&name, &b));
-        let spec_in_ct = match written {
-            Ok(p) => p,
-            Err(e) => {
-                mounts::detach(pod.dir.path(), &name);
-                undo_root(pod.clone(), cspec.root.clone()).await;
-                return Err(e);
-            }
-        };
+            .and_then(|b| pod.dir.write_ctr_spec(name, &b))?;
         let (io, child) = ChildStdio::new(&req.stdio, &process)?;
         let (exit, mut exit_rx) = watch::channel(None);
         let (oom_tx, oom_rx) = mpsc::unbounded_channel();
@@ -209,7 +128,7 @@ impl PodContainer {
         let me = Arc::new(PodContainer {
             owner,
             pod,
-            name,
+            name: name.to_string(),
             spec_in_ct,
             timeout,
             stdio: Mutex::new(Some(child)),
@@ -456,7 +375,7 @@ impl Instance for PodContainer {
         let (d, n) = (self.pod.dir.path().to_path_buf(), self.name.clone());
         let _ = tokio::task::spawn_blocking(move || mounts::detach(&d, &n)).await;
         self.pod.dir.remove_ctr_spec(&self.name);
-        let root = format!("{POD_DIR}/{}", self.name);
+        let root = ct_dir_of(&self.name);
         if let Err(e) = pct_init(&self.pod, &["remove", &root], None, self.timeout).await {
             log::warn!("{}: remove {root} in CT {}: {e}", self.owner, self.pod.vmid);
         }
@@ -469,97 +388,5 @@ impl Instance for PodContainer {
 
     fn oom_events(&self) -> Option<mpsc::UnboundedReceiver<()>> {
         self.oom_rx.lock().ok().and_then(|mut o| o.take())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use oci_spec::runtime::{
-        LinuxBuilder, LinuxNamespaceBuilder, LinuxNamespaceType, MountBuilder, ProcessBuilder,
-        RootBuilder, SpecBuilder,
-    };
-
-    fn spec(pid_path: Option<&str>) -> Spec {
-        let mut ns = LinuxNamespaceBuilder::default().typ(LinuxNamespaceType::Pid);
-        if let Some(p) = pid_path {
-            ns = ns.path(p);
-        }
-        SpecBuilder::default()
-            .root(
-                RootBuilder::default()
-                    .path("rootfs")
-                    .readonly(true)
-                    .build()
-                    .unwrap(),
-            )
-            .mounts(vec![
-                MountBuilder::default()
-                    .destination("/proc")
-                    .typ("proc")
-                    .source("proc")
-                    .build()
-                    .unwrap(),
-                MountBuilder::default()
-                    .destination("/etc/hosts")
-                    .typ("bind")
-                    .source("/var/lib/k/hosts")
-                    .options(vec!["rbind".to_string(), "ro".to_string()])
-                    .build()
-                    .unwrap(),
-            ])
-            .linux(
-                LinuxBuilder::default()
-                    .namespaces(vec![ns.build().unwrap()])
-                    .masked_paths(vec!["/proc/kcore".to_string()])
-                    .build()
-                    .unwrap(),
-            )
-            .build()
-            .unwrap()
-    }
-
-    #[test]
-    fn the_init_gets_ct_paths_and_the_process() {
-        let s = spec(None);
-        let p = ProcessBuilder::default()
-            .args(vec![
-                "sh".to_string(),
-                "-c".to_string(),
-                "exit 3".to_string(),
-            ])
-            .cwd("/")
-            .build()
-            .unwrap();
-        let (c, binds) = container_spec(&s, &p, "c1", shares_pod_pid(&s)).unwrap();
-        assert_eq!(c.root, format!("{POD_DIR}/c1/rootfs"));
-        assert!(c.readonly_root && c.new_pid_ns);
-        assert_eq!(c.masked_paths, vec!["/proc/kcore".to_string()]);
-        assert_eq!(c.process.args, vec!["sh", "-c", "exit 3"]);
-        assert_eq!(binds.len(), 1);
-        // What the init parses is what the shim wrote.
-        let json = serde_json::to_vec(&c).unwrap();
-        assert_eq!(pvelxc_init::pod::parse_spec(&json).unwrap(), c);
-    }
-
-    #[test]
-    fn a_pid_namespace_path_means_the_pods() {
-        assert!(!shares_pod_pid(&spec(None)));
-        assert!(shares_pod_pid(&spec(Some("/proc/42/ns/pid"))));
-    }
-
-    #[test]
-    fn nspid_and_trees_come_from_proc() {
-        let me = std::process::id();
-        assert!(tree(me).contains(&me));
-        // This process is in the shim's (host) view only: no second NSpid field unless the
-        // test runs in a pid namespace of its own.
-        let s = std::fs::read_to_string(format!("/proc/{me}/status")).unwrap();
-        let fields = s
-            .lines()
-            .find_map(|l| l.strip_prefix("NSpid:"))
-            .map(|l| l.split_whitespace().count())
-            .unwrap_or(0);
-        assert_eq!(ct_pid(me).is_some(), fields > 1);
     }
 }

@@ -9,6 +9,7 @@
 
 pub mod cgroup;
 pub mod container;
+pub mod inct;
 pub mod limits;
 pub mod mounts;
 pub mod net;
