@@ -118,71 +118,60 @@ pub fn tree(pid: u32) -> Vec<u32> {
 /// panic, a cancelled request), a background rollback from `Drop`. Nothing is left in the CT
 /// or in D either way.
 pub struct Undo {
-    pod: Arc<PodCt>,
-    name: String,
-    timeout: Duration,
-    /// The container's root inside the CT, once unpacking started.
-    root: Option<String>,
-    mounts: bool,
-    spec: bool,
-    armed: bool,
+    /// None once disarmed or undone.
+    steps: Option<Steps>,
 }
 
 impl Undo {
     pub fn new(pod: Arc<PodCt>, name: &str, timeout: Duration) -> Self {
         Undo {
-            pod,
-            name: name.to_string(),
-            timeout,
-            root: None,
-            mounts: false,
-            spec: false,
-            armed: true,
+            steps: Some(Steps {
+                pod,
+                name: name.to_string(),
+                timeout,
+                root: None,
+                mounts: false,
+                spec: false,
+            }),
+        }
+    }
+
+    fn note(&mut self, f: impl FnOnce(&mut Steps)) {
+        if let Some(s) = self.steps.as_mut() {
+            f(s);
         }
     }
 
     pub fn made_root(&mut self, root: &str) {
-        self.root = Some(root.to_string());
+        self.note(|s| s.root = Some(root.to_string()));
     }
 
     pub fn made_mounts(&mut self) {
-        self.mounts = true;
+        self.note(|s| s.mounts = true);
     }
 
     pub fn made_spec(&mut self) {
-        self.spec = true;
+        self.note(|s| s.spec = true);
     }
 
     /// Create succeeded: keep everything.
     pub fn disarm(mut self) {
-        self.armed = false;
+        self.steps = None;
     }
 
     /// Undo everything now (awaited).
     pub async fn rollback(mut self) {
-        self.armed = false;
-        let steps = self.take();
-        steps.run().await;
-    }
-
-    fn take(&mut self) -> Steps {
-        Steps {
-            pod: self.pod.clone(),
-            name: self.name.clone(),
-            timeout: self.timeout,
-            root: self.root.take(),
-            mounts: std::mem::take(&mut self.mounts),
-            spec: std::mem::take(&mut self.spec),
+        if let Some(s) = self.steps.take() {
+            s.run().await;
         }
     }
 }
 
 impl Drop for Undo {
     fn drop(&mut self) {
-        if !self.armed {
+        let Some(steps) = self.steps.take() else {
             return;
-        }
-        let steps = self.take();
+        };
         match tokio::runtime::Handle::try_current() {
             Ok(h) => {
                 h.spawn(steps.run());
@@ -195,6 +184,7 @@ impl Drop for Undo {
     }
 }
 
+/// What there is to undo.
 struct Steps {
     pod: Arc<PodCt>,
     name: String,
