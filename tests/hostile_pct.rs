@@ -232,3 +232,85 @@ fn a_reused_vmid_is_not_destroyed() {
     assert!(out.status.success(), "{}", describe(&out));
     p.assert_clean();
 }
+
+/// A late `delete` action (containerd runs the shim binary's `delete` for a container whose
+/// shim it lost, possibly long after the container was removed) must not touch the next
+/// container given the same VMID: its CT, its per-CT directory and its reservation survive.
+#[test]
+fn a_late_delete_action_spares_the_next_container_on_its_vmid() {
+    if skip_unless_our_runtime() {
+        return;
+    }
+    // A range of one VMID (no room for foreign guests): the second container must get the
+    // first's.
+    let free = 300_420;
+    let p = Pve::new(free, free);
+    let env = p.env();
+    env.run_rootfs_detached("first", &[], &["/bin/sh", "-c", "exec tail -f /dev/null"]);
+    assert_eq!(vmid_of(&p, "first"), free);
+    // What the late delete action will find: a copy of the first container's bundle.
+    let bundle = env
+        .state()
+        .join("io.containerd.runtime.v2.task")
+        .join(env.ns())
+        .join("first");
+    let stale = p.root.join("stale-bundle");
+    fs::create_dir_all(&stale).unwrap();
+    for f in ["pvelxc.json", "config.json"] {
+        fs::copy(bundle.join(f), stale.join(f)).unwrap_or_else(|e| panic!("copy {f}: {e}"));
+    }
+    env.ctr_ok(&["task", "kill", "-s", "SIGKILL", "first"]);
+    env.wait_task_status("first", "STOPPED", Duration::from_secs(60));
+    env.ctr_ok(&["task", "rm", "first"]);
+    env.ctr_ok(&["container", "rm", "first"]);
+    env.run_rootfs_detached("second", &[], &["/bin/sh", "-c", "exec tail -f /dev/null"]);
+    assert_eq!(vmid_of(&p, "second"), free, "the VMID was reused");
+
+    // containerd's late `delete` for the first container, as containerd runs it.
+    let shim = shim_dir().join(SHIM_BINARY);
+    let args = [
+        "-namespace",
+        env.ns(),
+        "-address",
+        &env.address().display().to_string(),
+        "-id",
+        "first",
+        "delete",
+    ];
+    let mut c = p.shaped(shim.as_os_str(), &args);
+    c.current_dir(&stale)
+        .env("PVELXC_CONFIG", p.root.join("pvelxc.toml"))
+        .env(
+            "TTRPC_ADDRESS",
+            format!("{}.ttrpc", env.address().display()),
+        )
+        .env("GRPC_ADDRESS", env.address());
+    let out = run_cmd(c, None, Duration::from_secs(60));
+    assert!(out.status.success(), "delete action: {}", describe(&out));
+
+    assert!(
+        p.list().contains(&free),
+        "the second container's CT was destroyed"
+    );
+    assert!(
+        p.state.join(free.to_string()).is_dir(),
+        "the second container's per-CT directory was removed"
+    );
+    let info = env.wait_task_status("second", "RUNNING", Duration::from_secs(5));
+    assert_eq!(info.status, "RUNNING");
+    let out = env.ctr_ok(&[
+        "task",
+        "exec",
+        "--exec-id",
+        "alive",
+        "second",
+        "echo",
+        "alive",
+    ]);
+    assert_eq!(stdout(&out).trim(), "alive");
+    env.ctr_ok(&["task", "kill", "-s", "SIGKILL", "second"]);
+    env.wait_task_status("second", "STOPPED", Duration::from_secs(60));
+    env.ctr_ok(&["task", "rm", "second"]);
+    env.ctr_ok(&["container", "rm", "second"]);
+    p.assert_clean();
+}
