@@ -68,6 +68,12 @@ pub fn run(ctx: &Ctx, p: &Parsed) -> Result<()> {
     let created = {
         let _l = lock_config(root, &ctx.faults, newid, CREATE_TIMEOUT);
         _l.and_then(|_l| {
+            if ctx.faults.create_exists(newid) {
+                return Err(die(format!(
+                    "CT {newid} already exists on node '{}'",
+                    root.node
+                )));
+            }
             cluster::check_vmid_unused(root, newid)?;
             let mut placeholder = PctConfig::default();
             placeholder.set("lock", "create");
