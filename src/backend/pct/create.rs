@@ -135,6 +135,7 @@ pub fn process_of(req: &CreateRequest) -> Result<oci_spec::runtime::Process> {
 
 /// Everything up to a created, configured (not yet started) CT.
 pub async fn create_ct(req: &CreateRequest) -> Result<(Made, std::os::unix::net::UnixListener)> {
+    let started = std::time::Instant::now();
     let cfg = &req.config.pct;
     let init = ctdir::find_init(&cfg.init_path).map_err(Error::precondition)?;
     let process = process_of(req)?;
@@ -259,6 +260,14 @@ pub async fn create_ct(req: &CreateRequest) -> Result<(Made, std::os::unix::net:
                     made.rollback(&e).await;
                     return Err(e);
                 }
+                let (calls, in_pct) = pct.spent();
+                let total = started.elapsed();
+                log::info!(
+                    "{owner}: create took {} ms, {calls} pct calls {} ms, shim-own-us={}",
+                    total.as_millis(),
+                    in_pct.as_millis(),
+                    total.saturating_sub(in_pct).as_micros()
+                );
                 return Ok((made, listener));
             }
             Err(f) => {
@@ -302,7 +311,7 @@ async fn make_ct(
     plan: &spec::CtPlan,
 ) -> Result<std::result::Result<(), PctFailure>> {
     if let Some(l) = linked {
-        return linked::clone_into(pct, &l.ct, vmid, &plan.options)
+        return linked::clone_into(pct, l, vmid, &plan.options)
             .await
             .map_err(|e| e.context("pct clone"));
     }

@@ -11,7 +11,10 @@
 //! making and checking: two creates of one image make one template. A shared flock on the
 //! record is the lease held from before `pct clone` until the clone carries the tag
 //! `pvelxc-tpl-<vmid>`; [`gc`] destroys a template CT only with the record's exclusive flock
-//! and no CT of this node tagged as its clone.
+//! and no CT of this node tagged as its clone. `pct clone` locks its source (`lock: disk`):
+//! a second clone of the same template meanwhile fails `CT is locked (disk)`, so clones of one
+//! template are serialised (`<digest>.clone.lock`) and retried a few times on that error
+//! (someone else's clone).
 //!
 //! The template CT: hostname `pvelxc-template-<12 hex>`, tags `pvelxc;pvelxc-template;<token>`,
 //! a description naming the rootfs digest and image. Never started.
@@ -103,13 +106,20 @@ pub fn state(ct: &TemplateCt) -> Result<State> {
 #[derive(Debug)]
 pub struct CtLease {
     pub ct: TemplateCt,
+    /// Serialises the clones of this template on this host.
+    clone_lock: PathBuf,
     _file: File,
 }
 
 fn lease(path: &Path, ct: TemplateCt) -> Result<CtLease> {
     let f = open_nofollow(path).map_err(|e| Error::io(format!("open {}", path.display()), e))?;
+    let clone_lock = path.with_extension("clone.lock");
     match try_flock(&f, false) {
-        Ok(true) => Ok(CtLease { ct, _file: f }),
+        Ok(true) => Ok(CtLease {
+            ct,
+            clone_lock,
+            _file: f,
+        }),
         Ok(false) => Err(Error::Unavailable(format!(
             "template CT {} is being removed; try again",
             ct.vmid
@@ -265,15 +275,32 @@ impl Maker<'_> {
 /// exists: undo it with `backend::destroy_alt` and the template's token).
 pub async fn clone_into(
     pct: &Pct,
-    tpl: &TemplateCt,
+    lease: &CtLease,
     vmid: Vmid,
     options: &CtOptions,
 ) -> Result<std::result::Result<(), PctFailure>> {
+    let tpl = &lease.ct;
     let mut args = CloneArgs::new(tpl.vmid, vmid);
     args.hostname = options.hostname.clone();
     args.description = options.description.clone();
-    if let Err(f) = pct.run(&PctCommand::Clone(Box::new(args))).await? {
-        return Ok(Err(f));
+    let cmd = PctCommand::Clone(Box::new(args));
+    let mut attempt = 0u64;
+    loop {
+        attempt += 1;
+        let serial = FileLock::acquire(&lease.clone_lock, pct.timeout * 2).await?;
+        let res = pct.run(&cmd).await?;
+        drop(serial);
+        match res {
+            Ok(_) => break,
+            Err(f)
+                if matches!(&f.kind, PctError::Locked { lock } if lock == "disk")
+                    && attempt < 5 =>
+            {
+                log::info!("{} (attempt {attempt}); retrying", f.message);
+                tokio::time::sleep(Duration::from_millis(200 * attempt)).await;
+            }
+            Err(f) => return Ok(Err(f)),
+        }
     }
     let mut set = options.clone();
     set.hostname = None;
