@@ -161,10 +161,14 @@ done
 field() { sed -n "s/.* $2=\([^ ]*\).*/\1/p" <<<"${LINE[$1]}"; }
 echo
 echo "CRI pod start (RunPodSandbox+CreateContainer+StartContainer), $RUNS pods each, $(nproc) cores:"
-# One row per metric, the two handlers side by side, and the ratio ours/stock.
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a != "" && b > 0) printf "%.2f", a / b; else printf "-" }'; }
-printf '%-26s %20s %20s %8s\n' metric "pvelxc (pvelxc.v2)" "runc-crun (runc.v2)" "ratio"
-for m in start_median_ms start_min_ms start_max_ms shim_rss_kb_median; do
-    a=$(field pvelxc "$m"); b=$(field runc-crun "$m")
-    printf '%-26s %20s %20s %8s\n' "$m" "${a:--}" "${b:--}" "$(ratio "$a" "$b")"
+printf '%-34s %12s %12s %12s %16s\n' handler median_ms min_ms max_ms shim_rss_kB
+for h in pvelxc runc-crun; do
+    label=$h; [ "$h" = pvelxc ] && label="pvelxc (io.containerd.pvelxc.v2)"
+    [ "$h" = runc-crun ] && label="runc-crun (runc.v2 + crun)"
+    printf '%-34s %12s %12s %12s %16s\n' "$label" "$(field "$h" start_median_ms)" \
+        "$(field "$h" start_min_ms)" "$(field "$h" start_max_ms)" "$(field "$h" shim_rss_kb_median)"
 done
+a=$(field pvelxc start_median_ms); b=$(field runc-crun start_median_ms)
+ra=$(field pvelxc shim_rss_kb_median); rb=$(field runc-crun shim_rss_kb_median)
+awk -v a="$a" -v b="$b" -v ra="$ra" -v rb="$rb" \
+    'BEGIN { if (b > 0 && rb > 0) printf "ratio pvelxc/runc-crun: start %.2fx, shim RSS %.2fx\n", a / b, ra / rb }'
