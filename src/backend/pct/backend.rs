@@ -399,7 +399,15 @@ impl Backend for PctBackend {
         } else {
             dir
         };
-        let token = rec.token;
-        destroy(&Pct::new(cfg), &allocator(cfg)?, vmid, &dir, &token).await
+        let alt = (!rec.template_token.is_empty()).then_some(rec.template_token.as_str());
+        destroy_alt(
+            &Pct::new(cfg),
+            &allocator(cfg)?,
+            vmid,
+            &dir,
+            &rec.token,
+            alt,
+        )
+        .await
     }
 }

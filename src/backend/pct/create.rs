@@ -110,13 +110,14 @@ impl Made {
     }
 }
 
-/// Name the CT in the bundle record (Some) or forget it (None).
-fn record_vmid(rec: &Recorder, ct: Option<(Vmid, &str, &Path)>) -> Result<()> {
+/// Name the CT in the bundle record (Some: VMID, token, D, template token) or forget it (None).
+fn record_vmid(rec: &Recorder, ct: Option<(Vmid, &str, &Path, Option<&str>)>) -> Result<()> {
     rec.set(match ct {
-        Some((vmid, token, dir)) => BackendState::Pct(PctRecord {
+        Some((vmid, token, dir, tpl)) => BackendState::Pct(PctRecord {
             vmid: vmid.get(),
             token: token.to_string(),
             dir: dir.to_path_buf(),
+            template_token: tpl.unwrap_or_default().to_string(),
         }),
         None => BackendState::None,
     })
@@ -232,7 +233,13 @@ pub async fn create_ct(req: &CreateRequest) -> Result<(Made, std::os::unix::net:
             dir: Arc::new(dir),
             alt_token: linked.as_ref().map(|l| l.ct.token.clone()),
         };
-        if let Err(e) = record_vmid(&req.record, Some((vmid, &token, made.dir.path()))) {
+        let rec = (
+            vmid,
+            token.as_str(),
+            made.dir.path(),
+            made.alt_token.as_deref(),
+        );
+        if let Err(e) = record_vmid(&req.record, Some(rec)) {
             made.rollback(&e).await;
             return Err(e);
         }
