@@ -81,6 +81,7 @@ bench() {
     if [ "$mode" = extract ]; then
         # A dir storage for CTs: no linked clones, every container is extracted.
         storage=ctdir
+        mkdir -p "$SHAPE_ROOT/etc/pve"
         printf 'dir: local\n\tpath /var/lib/vz\n\tcontent iso,vztmpl,backup\n\n%s\n\n%s\n' \
             "$(printf 'lvmthin: local-lvm\n\tthinpool data\n\tvgname pve\n\tcontent rootdir,images')" \
             "$(printf 'dir: ctdir\n\tpath /var/lib/ctdir\n\tcontent rootdir')" \
