@@ -72,6 +72,16 @@ impl Backend for Pve {
     }
 }
 
+/// The pct subcommands of the calls log from entry `from` on.
+fn pct_subcommands(p: &Pve, from: usize) -> Vec<String> {
+    p.calls()
+        .into_iter()
+        .skip(from)
+        .filter(|c| c.first().map(String::as_str) == Some("pct"))
+        .filter_map(|c| c.get(1).cloned())
+        .collect()
+}
+
 /// CT configs (any node) whose description names the container `id`.
 fn ct_configs_naming(p: &Pve, id: &str) -> Vec<PathBuf> {
     let needle = format!("container id%3A {id}");
@@ -108,14 +118,24 @@ fn run_rootfs_image_null_io_and_template_reuse() {
     let p = Pve::new(300_000, 300_019);
     let env = p.env();
     scenarios::run::run_rootfs_stdio_exit_code(&p, "r1");
-    let per_run = p.calls().len();
-    assert!(
-        per_run <= 4,
-        "pct/pvesh calls per run->exit->delete: {:?}",
+    // The first container of an image makes its template CT (create + template) once.
+    assert_eq!(
+        pct_subcommands(&p, 0),
+        ["create", "template", "clone", "set", "start", "destroy"],
+        "{:?}",
         p.calls()
     );
+    let before = p.calls().len();
 
     scenarios::run::run_image_stdio_exit_code(&p, "img1");
+    // Every later one: at most 4 pct calls per run->exit->delete, no pvesh.
+    assert_eq!(
+        pct_subcommands(&p, before),
+        ["clone", "set", "start", "destroy"],
+        "{:?}",
+        p.calls()
+    );
+    assert_eq!(p.calls().len() - before, 4, "{:?}", p.calls());
     let tdir = p.root.join("storage/local/template/cache");
     let tpls: Vec<PathBuf> = fs::read_dir(&tdir)
         .expect("template dir")
@@ -158,22 +178,27 @@ fn run_rootfs_image_null_io_and_template_reuse() {
         describe(&b)
     );
 
-    // r1, img1, img2, nullio, img3: one template; m1, m2: one each.
+    // r1, img1, img2, nullio, img3: one template (CT); m1, m2: one each. Every container
+    // is a linked clone.
     let creates: Vec<String> = p
         .calls()
         .into_iter()
         .filter(|c| c.get(1).map(String::as_str) == Some("create"))
         .filter_map(|c| c.get(3).cloned())
         .collect();
-    assert_eq!(creates.len(), 7, "{creates:?}");
+    assert_eq!(creates.len(), 3, "{creates:?}");
     assert!(
-        creates[..5].iter().all(|c| *c == creates[0]),
-        "the rootfs and image containers share one template: {creates:?}"
-    );
-    assert!(
-        creates[5] != creates[0] && creates[6] != creates[5],
+        creates[1] != creates[0] && creates[2] != creates[1] && creates[2] != creates[0],
         "different content, different templates: {creates:?}"
     );
+    assert_eq!(
+        pct_subcommands(&p, 0)
+            .iter()
+            .filter(|c| *c == "clone")
+            .count(),
+        7
+    );
+    assert_eq!(p.templates().len(), 3, "{:?}", p.templates());
     scenarios::finish(&p);
 }
 
@@ -504,4 +529,154 @@ fn bridge_network_reaches_the_gateway() {
         describe(&out)
     );
     p.assert_clean();
+}
+
+/// `containerd-shim-pvelxc-v2 gc --all` inside the test's host shape.
+fn shim_gc_all(p: &Pve) -> std::process::Output {
+    let mut c = p.shaped(shim_dir().join(SHIM_BINARY).as_os_str(), &["gc", "--all"]);
+    c.env("PVELXC_CONFIG", p.root.join("pvelxc.toml"));
+    let mut path = pct_bin().parent().expect("pct dir").as_os_str().to_owned();
+    path.push(":");
+    path.push(std::env::var_os("PATH").unwrap_or_default());
+    c.env("PATH", path);
+    run_cmd(c, None, T)
+}
+
+/// lvmthin (the default storage): an image becomes one template CT; its containers are linked
+/// clones that write (almost) no rootfs data at create; the template is kept while a clone
+/// exists and garbage-collected once unused; a failed `pct template` leaves nothing.
+#[test]
+fn linked_clones_write_no_rootfs_and_keep_their_template() {
+    let p = Pve::new(300_300, 300_319);
+    let env = p.env();
+    let out = env.run_rootfs("lc1", &[], &["/bin/sh", "-c", "echo one"]);
+    assert_eq!(stdout(&out), "one\n", "{}", describe(&out));
+    let before = p.calls().len();
+    let out = env.run_rootfs("lc2", &[], &["/bin/sh", "-c", "echo two > /t; cat /t"]);
+    assert_eq!(stdout(&out), "two\n", "{}", describe(&out));
+    assert_eq!(
+        pct_subcommands(&p, before),
+        ["clone", "set", "start", "destroy"]
+    );
+    let tpls = p.templates();
+    assert_eq!(tpls.len(), 1, "one template CT: {tpls:?}");
+    let writes = p.rootfs_writes();
+    eprintln!("rootfs bytes written: {writes:?}");
+    let created: Vec<u64> = writes
+        .iter()
+        .filter(|w| w.0 == "create")
+        .map(|w| w.2)
+        .collect();
+    let cloned: Vec<u64> = writes
+        .iter()
+        .filter(|w| w.0 == "clone")
+        .map(|w| w.2)
+        .collect();
+    assert_eq!(created.len(), 1, "{writes:?}");
+    assert!(
+        created[0] > 1 << 20,
+        "the template holds the image: {writes:?}"
+    );
+    assert_eq!(cloned.len(), 2, "{writes:?}");
+    assert!(
+        cloned.iter().all(|b| *b < 1 << 20),
+        "a clone writes under 1 MB of rootfs data: {writes:?}"
+    );
+    // The clone's writes stayed its own: a third container does not see /t.
+    let out = env.run_rootfs(
+        "lc3",
+        &[],
+        &["/bin/sh", "-c", "test -e /t && echo seen || echo fresh"],
+    );
+    assert_eq!(stdout(&out), "fresh\n", "{}", describe(&out));
+
+    // A running clone keeps its template through `gc --all`; it is tagged as its clone.
+    let rootfs = env.rootfs().display().to_string();
+    env.ctr_ok(&[
+        "run",
+        "-d",
+        "--null-io",
+        "--runtime",
+        &runtime(),
+        "--env",
+        CONTAINER_PATH,
+        "--rootfs",
+        &rootfs,
+        "lc4",
+        "/bin/sleep",
+        "3600",
+    ]);
+    env.wait_task_status("lc4", "RUNNING", T);
+    let v = vmid_of(&p, "lc4");
+    let conf = stdout(&p.pct(&["config", &v.to_string()]));
+    assert!(conf.contains(&format!("pvelxc-tpl-{}", tpls[0])), "{conf}");
+    let gc = shim_gc_all(&p);
+    assert!(gc.status.success(), "{}", describe(&gc));
+    assert!(stdout(&gc).contains("1 in use kept"), "{}", describe(&gc));
+    assert_eq!(
+        p.templates(),
+        tpls,
+        "gc kept the template in use\n{}",
+        describe(&gc)
+    );
+    env.ctr_ok(&["task", "rm", "-f", "lc4"]);
+    env.ctr_ok(&["containers", "rm", "lc4"]);
+    p.assert_clean();
+    let gc = shim_gc_all(&p);
+    assert!(gc.status.success(), "{}", describe(&gc));
+    assert!(
+        stdout(&gc).contains(&format!("removed template CT {}", tpls[0])),
+        "{}",
+        describe(&gc)
+    );
+    assert!(p.templates().is_empty() && p.all_cts().is_empty());
+
+    // `pct template` fails: the half-made template CT is destroyed, nothing is left.
+    fs::write(
+        p.root.join("faults"),
+        "fail template no base volume today\n",
+    )
+    .expect("faults");
+    let out = env.run_rootfs("lc5", &[], &["/bin/true"]);
+    assert!(!out.status.success(), "{}", describe(&out));
+    assert!(
+        stderr(&out).contains("no base volume today"),
+        "{}",
+        describe(&out)
+    );
+    let _ = env.ctr(&["containers", "rm", "lc5"]);
+    fs::write(p.root.join("faults"), "").expect("faults");
+    assert!(p.all_cts().is_empty(), "{:?}", p.all_cts());
+    // ... and the next create makes the template.
+    let out = env.run_rootfs("lc6", &[], &["/bin/sh", "-c", "echo six"]);
+    assert_eq!(stdout(&out), "six\n", "{}", describe(&out));
+    assert_eq!(p.templates().len(), 1);
+    scenarios::finish(&p);
+}
+
+/// A dir storage cannot make linked clones: every container is extracted (create, start,
+/// destroy), no template CT is made.
+#[test]
+fn dir_storage_falls_back_to_extraction() {
+    let p = Pve::with(300_320, 300_339, "storage = \"ctdir\"\n", true);
+    let env = p.env();
+    let cfg = p.root.join("etc/pve/storage.cfg");
+    // The shape wrote the install's storage.cfg; add a dir storage for CTs.
+    let _ = p.pct(&["list"]);
+    let mut text = fs::read_to_string(&cfg).expect("storage.cfg");
+    text.push_str("\ndir: ctdir\n\tpath /var/lib/ctdir\n\tcontent rootdir\n");
+    fs::write(&cfg, text).expect("storage.cfg");
+    let before = p.calls().len();
+    for id in ["d1", "d2"] {
+        let out = env.run_rootfs(id, &[], &["/bin/sh", "-c", "echo dir"]);
+        assert_eq!(stdout(&out), "dir\n", "{}", describe(&out));
+    }
+    assert_eq!(
+        pct_subcommands(&p, before),
+        ["create", "start", "destroy", "create", "start", "destroy"]
+    );
+    assert!(p.templates().is_empty());
+    let creates = p.rootfs_writes().iter().filter(|w| w.0 == "create").count();
+    assert_eq!(creates, 2);
+    scenarios::finish(&p);
 }

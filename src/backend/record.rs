@@ -30,6 +30,10 @@ pub struct PctRecord {
     pub vmid: u32,
     pub token: String,
     pub dir: PathBuf,
+    /// A linked clone's template token: until its `pct set` the clone carries the template's
+    /// tags, and a crash cleanup may destroy such a non-template CT of our VMID.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub template_token: String,
 }
 
 /// vm: the state directory, the QEMU cgroup (relative to the hierarchy roots), QEMU's pid.
@@ -111,6 +115,7 @@ impl BundleRecord {
                     vmid,
                     token: s("token").unwrap_or_default(),
                     dir: s("dir").map(PathBuf::from).unwrap_or_default(),
+                    template_token: String::new(),
                 }),
                 None => BackendState::None,
             },
@@ -180,6 +185,7 @@ mod tests {
             vmid: 700001,
             token: "pvelxc-0123456789ab".into(),
             dir: "/var/lib/pvelxc/ct/700001".into(),
+            template_token: "pvelxc-ba9876543210".into(),
         });
         rec.set(pct.clone()).expect("set");
         let back = BundleRecord::load(dir.path()).expect("load").expect("some");
@@ -220,7 +226,8 @@ mod tests {
             BackendState::Pct(PctRecord {
                 vmid: 700003,
                 token: "pvelxc-aa".into(),
-                dir: "/d/700003".into()
+                dir: "/d/700003".into(),
+                template_token: String::new(),
             })
         );
         assert_eq!(

@@ -1,11 +1,14 @@
 //! `containerd-shim-pvelxc-v2 gc [--all] [--config FILE]`: prune the pct backend's templates.
 //! Without `--all`, least recently used templates go until `[pct] template_max_gib` holds (what
 //! every create does after packing); with `--all`, every template no create is using right now
-//! (a template leased by a running `pct create` is kept). Prints what it removed.
+//! (a template leased by a running `pct create` is kept). Then the template CTs (linked clones'
+//! origin, `backend::pct::linked`) whose packed template is gone — every one with `--all` —
+//! are destroyed unless a clone of theirs exists or a create is cloning them. Prints what it
+//! removed.
 
 use anyhow::Context;
 
-use crate::backend::pct::template;
+use crate::backend::pct::{linked, template};
 use crate::config::Config;
 
 pub fn main(args: &[String]) -> i32 {
@@ -59,5 +62,29 @@ fn run(args: &[String]) -> anyhow::Result<()> {
         report.total >> 20,
         dir.display()
     );
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("start a runtime")?;
+    let cts = rt
+        .block_on(async {
+            // pct calls are reaped by the SIGCHLD task
+            crate::sys::reaper::start()?;
+            linked::gc::collect(&cfg, all)
+                .await
+                .map_err(anyhow::Error::from)
+        })
+        .context("prune template CTs")?;
+    for v in &cts.removed {
+        println!("gc: removed template CT {v}");
+    }
+    println!(
+        "gc: {} template CTs removed, {} in use kept",
+        cts.removed.len(),
+        cts.in_use
+    );
+    if !cts.failed.is_empty() {
+        anyhow::bail!("{}", cts.failed.join("; "));
+    }
     Ok(())
 }

@@ -170,12 +170,65 @@ impl Pve {
         c
     }
 
-    /// VMIDs `pct list` shows.
+    /// VMIDs `pct list` shows, the shim's template CTs (linked clones' origin) left out.
     pub fn list(&self) -> Vec<u32> {
+        let t = self.templates();
+        self.all_cts()
+            .into_iter()
+            .filter(|v| !t.contains(v))
+            .collect()
+    }
+
+    /// Every VMID `pct list` shows.
+    pub fn all_cts(&self) -> Vec<u32> {
         stdout(&self.pct(&["list"]))
             .lines()
             .skip(1)
             .filter_map(|l| l.split_whitespace().next()?.parse().ok())
+            .collect()
+    }
+
+    /// This node's template CTs of the shim (`template: 1`, tag `pvelxc-template`), read from
+    /// the config files (not through pct: the call log stays the shim's).
+    pub fn templates(&self) -> Vec<u32> {
+        let dir = self.root.join("etc/pve/nodes/pve/lxc");
+        let mut v: Vec<u32> = fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| {
+                let id = e
+                    .file_name()
+                    .to_str()?
+                    .strip_suffix(".conf")?
+                    .parse()
+                    .ok()?;
+                let text = fs::read_to_string(e.path()).ok()?;
+                let tpl = text.lines().any(|l| l == "template: 1")
+                    && text.lines().any(|l| {
+                        l.strip_prefix("tags: ")
+                            .is_some_and(|t| t.split(';').any(|x| x == "pvelxc-template"))
+                    });
+                tpl.then_some(id)
+            })
+            .collect();
+        v.sort_unstable();
+        v
+    }
+
+    /// The double's rootfs accounting: (op, vmid, bytes) per created or cloned volume.
+    pub fn rootfs_writes(&self) -> Vec<(String, u32, u64)> {
+        fs::read_to_string(self.root.join("rootfs-writes.log"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).ok()?;
+                Some((
+                    v.get("op")?.as_str()?.to_string(),
+                    u32::try_from(v.get("vmid")?.as_u64()?).ok()?,
+                    v.get("bytes")?.as_u64()?,
+                ))
+            })
             .collect()
     }
 
@@ -216,7 +269,8 @@ impl Pve {
             .collect()
     }
 
-    /// No CT, no per-container dir, no reserved VMID, no volume left.
+    /// No CT, no per-container dir, no reserved VMID, no volume left (the shim's template CTs
+    /// and their base volumes stay: they are the images' linked-clone origins).
     pub fn assert_clean(&self) {
         wait_until("no CT, D dir or reservation left", T, || {
             (self.list().is_empty()
@@ -225,7 +279,12 @@ impl Pve {
             .then_some(())
         });
         let vols: Vec<_> = fs::read_dir(self.root.join("storage/local-lvm"))
-            .map(|rd| rd.flatten().map(|e| e.file_name()).collect())
+            .map(|rd| {
+                rd.flatten()
+                    .map(|e| e.file_name())
+                    .filter(|n| !n.to_string_lossy().starts_with("base-"))
+                    .collect()
+            })
             .unwrap_or_default();
         assert!(vols.is_empty(), "volumes left: {vols:?}");
         // Foreign guests (other nodes' CTs and VMs in the range) are never touched.
@@ -250,7 +309,7 @@ impl Pve {
 impl Drop for Pve {
     fn drop(&mut self) {
         drop(self.env.take());
-        for v in self.list() {
+        for v in self.all_cts() {
             let s = v.to_string();
             let _ = self.pct(&["destroy", &s, "--force", "1", "--purge", "1"]);
         }

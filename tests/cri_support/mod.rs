@@ -218,7 +218,21 @@ impl CriEnv {
     }
 
     /// The VMIDs `pct list` shows.
+    /// CTs `pct list` shows, the shim's template CTs (linked clones' origin) left out.
     pub fn pct_list(&self) -> Vec<u32> {
+        let root = self.pct_root.as_ref().expect("a pct CriEnv");
+        self.pct_list_all()
+            .into_iter()
+            .filter(|v| {
+                let conf = root.join(format!("etc/pve/nodes/pve/lxc/{v}.conf"));
+                let text = fs::read_to_string(conf).unwrap_or_default();
+                !(text.lines().any(|l| l == "template: 1") && text.contains("pvelxc-template"))
+            })
+            .collect()
+    }
+
+    /// Every CT `pct list` shows.
+    pub fn pct_list_all(&self) -> Vec<u32> {
         common::stdout(&self.pct(&["list"]))
             .lines()
             .skip(1)
@@ -818,7 +832,7 @@ impl Drop for CriEnv {
             }
         }
         if let Some(root) = self.pct_root.clone() {
-            for v in self.pct_list() {
+            for v in self.pct_list_all() {
                 let s = v.to_string();
                 let _ = self.pct(&["destroy", &s, "--force", "1", "--purge", "1"]);
             }

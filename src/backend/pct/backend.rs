@@ -61,9 +61,20 @@ pub enum Ownership {
     NotOurs(String),
 }
 
-pub fn ownership(vmid: Vmid, token: &str) -> Result<Ownership> {
+/// `alt`: the token of the template CT a clone was made from. A fresh clone carries the
+/// template's tags until its `pct set`: such a non-template CT is ours too (the VMID is our
+/// reservation).
+pub fn ownership(vmid: Vmid, token: &str, alt: Option<&str>) -> Result<Ownership> {
     if let Some(conf) = ctconf::read(vmid)? {
         if !token.is_empty() && ctconf::has_tag(&conf, token) {
+            return Ok(Ownership::Ours);
+        }
+        let fresh_clone = alt.is_some_and(|a| {
+            !a.is_empty()
+                && ctconf::has_tag(&conf, a)
+                && ctconf::get(&conf, "template") != Some("1")
+        });
+        if fresh_clone {
             return Ok(Ownership::Ours);
         }
         let tags = ctconf::get(&conf, "tags").unwrap_or("none");
@@ -88,7 +99,19 @@ pub async fn destroy(
     dir: &Path,
     token: &str,
 ) -> Result<()> {
-    match ownership(vmid, token)? {
+    destroy_alt(pct, alloc, vmid, dir, token, None).await
+}
+
+/// [`destroy`], also owning a fresh clone of the template CT whose token is `alt`.
+pub async fn destroy_alt(
+    pct: &Pct,
+    alloc: &Allocator,
+    vmid: Vmid,
+    dir: &Path,
+    token: &str,
+    alt: Option<&str>,
+) -> Result<()> {
+    match ownership(vmid, token, alt)? {
         Ownership::Ours => destroy_ct(pct, vmid).await?,
         Ownership::Gone => log::debug!("CT {vmid} is already gone"),
         Ownership::NotOurs(why) => {
@@ -128,7 +151,7 @@ fn free_vmid(alloc: &Allocator, vmid: Vmid, dir: &Path, token: &str) -> Result<(
     Ok(())
 }
 
-async fn destroy_ct(pct: &Pct, vmid: Vmid) -> Result<()> {
+pub(super) async fn destroy_ct(pct: &Pct, vmid: Vmid) -> Result<()> {
     let cmd = PctCommand::Destroy {
         vmid,
         purge: true,
@@ -376,7 +399,15 @@ impl Backend for PctBackend {
         } else {
             dir
         };
-        let token = rec.token;
-        destroy(&Pct::new(cfg), &allocator(cfg)?, vmid, &dir, &token).await
+        let alt = (!rec.template_token.is_empty()).then_some(rec.template_token.as_str());
+        destroy_alt(
+            &Pct::new(cfg),
+            &allocator(cfg)?,
+            vmid,
+            &dir,
+            &rec.token,
+            alt,
+        )
+        .await
     }
 }

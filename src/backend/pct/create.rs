@@ -1,6 +1,8 @@
 //! Create: template, VMID, `pct create`, the CT config edit, `pct start`, connect.
 //!
-//! pct calls per container: `create`, `start` (and `destroy` at delete). What `pct create`
+//! pct calls per container: `create`, `start` (and `destroy` at delete); on storages that make
+//! linked clones (lvmthin, zfspool) `clone` + `set` instead of `create`, from a template CT
+//! made once per image ([`linked`]). What `pct create`/`clone`
 //! must not see goes into the CT's config afterwards, in one edit under the config lock: the
 //! mount points (create mounts every mpN read-write before extracting the template, so an
 //! image could otherwise write into host directories) and raw `lxc.*` lines (the init on
@@ -11,14 +13,15 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::backend::{allocator, destroy, release};
+use super::backend::{allocator, destroy_alt, release};
 use super::cmd::{CreateArgs, PctCommand};
 use super::ctdir::{self, CtDir, CT_DIR};
 use super::output::PctError;
 use super::pve::{ctconf, storage, version};
 use super::runner::Pct;
+use super::runner::PctFailure;
 use super::vmid::{self, Allocator, RetryPolicy, Vmid};
-use super::{ctl, spec, template};
+use super::{ctl, linked, spec, template};
 use crate::backend::record::PctRecord;
 use crate::backend::{BackendState, CreateRequest, Recorder};
 use crate::error::{Error, Result};
@@ -53,7 +56,7 @@ fn in_use(state_dir: &Path, excluded: &[Vmid]) -> std::result::Result<Vec<Vmid>,
     Ok(v)
 }
 
-async fn allocate(
+pub(super) async fn allocate(
     alloc: &Allocator,
     state_dir: &Path,
     owner: &str,
@@ -79,6 +82,8 @@ pub struct Made {
     pub vmid: Vmid,
     pub token: String,
     pub dir: Arc<CtDir>,
+    /// A linked clone's template token: the fresh clone carries it until its `pct set`.
+    pub alt_token: Option<String>,
 }
 
 impl Made {
@@ -90,12 +95,13 @@ impl Made {
         if let Err(e) = record_vmid(&self.record, None) {
             log::warn!("CT {}: rollback: clear the bundle record: {e}", self.vmid);
         }
-        if let Err(e) = destroy(
+        if let Err(e) = destroy_alt(
             &self.pct,
             &self.alloc,
             self.vmid,
             self.dir.path(),
             &self.token,
+            self.alt_token.as_deref(),
         )
         .await
         {
@@ -104,13 +110,14 @@ impl Made {
     }
 }
 
-/// Name the CT in the bundle record (Some) or forget it (None).
-fn record_vmid(rec: &Recorder, ct: Option<(Vmid, &str, &Path)>) -> Result<()> {
+/// Name the CT in the bundle record (Some: VMID, token, D, template token) or forget it (None).
+fn record_vmid(rec: &Recorder, ct: Option<(Vmid, &str, &Path, Option<&str>)>) -> Result<()> {
     rec.set(match ct {
-        Some((vmid, token, dir)) => BackendState::Pct(PctRecord {
+        Some((vmid, token, dir, tpl)) => BackendState::Pct(PctRecord {
             vmid: vmid.get(),
             token: token.to_string(),
             dir: dir.to_path_buf(),
+            template_token: tpl.unwrap_or_default().to_string(),
         }),
         None => BackendState::None,
     })
@@ -129,6 +136,7 @@ pub fn process_of(req: &CreateRequest) -> Result<oci_spec::runtime::Process> {
 
 /// Everything up to a created, configured (not yet started) CT.
 pub async fn create_ct(req: &CreateRequest) -> Result<(Made, std::os::unix::net::UnixListener)> {
+    let started = std::time::Instant::now();
     let cfg = &req.config.pct;
     let init = ctdir::find_init(&cfg.init_path).map_err(Error::precondition)?;
     let process = process_of(req)?;
@@ -141,6 +149,7 @@ pub async fn create_ct(req: &CreateRequest) -> Result<(Made, std::os::unix::net:
     let pve = version::detect(&cfg.pve_container_version, &cfg.pveversion, &state_dir).await?;
     let storages = storage::load(Path::new(storage::STORAGE_CFG))?;
     let rootfs = storage::rootfs_for(&storages, &cfg.storage, cfg.rootfs_size_gib)?;
+    let tpl_rootfs = rootfs.clone();
     let token = new_token()?;
     let init_in_ct = format!("{CT_DIR}/init");
     let plan = spec::plan(
@@ -176,6 +185,22 @@ pub async fn create_ct(req: &CreateRequest) -> Result<(Made, std::os::unix::net:
     log::info!("{owner}: pve-container {pve}, template {ostemplate}");
 
     let alloc = allocator(cfg)?;
+    // Linked clones: the template CT of this image, leased until the clone carries its tag.
+    let linked = match template::digest_of(tpl.path()) {
+        Some(digest) if linked::wanted(&storages, &cfg.storage) => Some(
+            linked::Maker {
+                pct: &pct,
+                cfg,
+                alloc: &alloc,
+                digest,
+                rootfs: tpl_rootfs,
+                image: spec::image(&req.spec).as_deref(),
+            }
+            .ensure(tpl.path())
+            .await?,
+        ),
+        _ => None,
+    };
     let policy = RetryPolicy::default();
     let mut excluded: Vec<Vmid> = Vec::new();
     let mut lock_waits = 0u32;
@@ -206,25 +231,29 @@ pub async fn create_ct(req: &CreateRequest) -> Result<(Made, std::os::unix::net:
             vmid,
             token: token.clone(),
             dir: Arc::new(dir),
+            alt_token: linked.as_ref().map(|l| l.ct.token.clone()),
         };
-        if let Err(e) = record_vmid(&req.record, Some((vmid, &token, made.dir.path()))) {
+        let rec = (
+            vmid,
+            token.as_str(),
+            made.dir.path(),
+            made.alt_token.as_deref(),
+        );
+        if let Err(e) = record_vmid(&req.record, Some(rec)) {
             made.rollback(&e).await;
             return Err(e);
         }
-        let mut args = CreateArgs::new(vmid, ostemplate.clone());
-        args.unprivileged = Some(cfg.unprivileged);
-        args.options = plan.options.clone();
-        let res = match pct.run(&PctCommand::Create(Box::new(args))).await {
+        let res = match make_ct(&pct, linked.as_ref(), vmid, &ostemplate, cfg, &plan).await {
             Ok(r) => r,
             Err(e) => {
-                // Our own timeout (pct was stopped and the CT unlocked): maybe half-made.
-                let e = e.context("pct create");
+                // Our own timeout (pct was stopped and the CT unlocked), or a clone whose
+                // `pct set` failed: maybe half-made.
                 made.rollback(&e).await;
                 return Err(e);
             }
         };
         match res {
-            Ok(_) => {
+            Ok(()) => {
                 log::info!("{owner}: CT {vmid} created");
                 let mut lines: Vec<String> = Vec::new();
                 for mp in made.dir.mount_points().iter().chain(user_mps.iter()) {
@@ -238,6 +267,14 @@ pub async fn create_ct(req: &CreateRequest) -> Result<(Made, std::os::unix::net:
                     made.rollback(&e).await;
                     return Err(e);
                 }
+                let (calls, in_pct) = pct.spent();
+                let total = started.elapsed();
+                log::info!(
+                    "{owner}: create took {} ms, {calls} pct calls {} ms, shim-own-us={}",
+                    total.as_millis(),
+                    in_pct.as_millis(),
+                    total.saturating_sub(in_pct).as_micros()
+                );
                 return Ok((made, listener));
             }
             Err(f) => {
@@ -269,6 +306,30 @@ pub async fn create_ct(req: &CreateRequest) -> Result<(Made, std::os::unix::net:
             }
         }
     }
+}
+
+/// `pct create` from the packed template, or `pct clone` of the image's template CT + `pct set`.
+async fn make_ct(
+    pct: &Pct,
+    linked: Option<&linked::CtLease>,
+    vmid: Vmid,
+    ostemplate: &str,
+    cfg: &crate::config::PctConfig,
+    plan: &spec::CtPlan,
+) -> Result<std::result::Result<(), PctFailure>> {
+    if let Some(l) = linked {
+        return linked::clone_into(pct, l, vmid, &plan.options)
+            .await
+            .map_err(|e| e.context("pct clone"));
+    }
+    let mut args = CreateArgs::new(vmid, ostemplate.to_string());
+    args.unprivileged = Some(cfg.unprivileged);
+    args.options = plan.options.clone();
+    Ok(pct
+        .run(&PctCommand::Create(Box::new(args)))
+        .await
+        .map_err(|e| e.context("pct create"))?
+        .map(|_| ()))
 }
 
 /// `pct start`, then wait for the init to connect (or to give up: its exit record).

@@ -7,6 +7,7 @@
 //! - [`backend`]: create (VMID, template, pct create/start, connect) and crash cleanup;
 //! - [`instance`]: start, exec, kill, pause/resume, pids, stats, update, delete;
 //! - [`spec`]: OCI spec → pct options; [`template`]: rootfs → cached template;
+//! - [`linked`]: one template CT per image, containers as linked clones of it;
 //! - [`ctdir`]: the per-container directory; [`ctl`]: the control socket;
 //! - [`ctcg`]: the CT's cgroup (freeze, pids); [`exec`]: `pct exec` processes;
 //! - [`runner`]: running pct/pvesh; [`cmd`], [`output`], [`vmid`]: argv, parsers, VMIDs.
@@ -21,6 +22,7 @@ pub mod ctl;
 pub mod exec;
 pub mod instance;
 pub mod limits;
+pub mod linked;
 pub mod lock;
 pub mod output;
 pub mod pod;

@@ -42,6 +42,8 @@ pub struct Pct {
     pub pct: String,
     pub pvesh: String,
     pub timeout: Duration,
+    /// Calls made through this value (and its clones) and the µs they took.
+    spent: std::sync::Arc<(std::sync::atomic::AtomicU32, std::sync::atomic::AtomicU64)>,
 }
 
 /// pct's message, without noise: lock waits, usage, empty lines.
@@ -71,7 +73,17 @@ impl Pct {
             pct: cfg.pct.clone(),
             pvesh: cfg.pvesh.clone(),
             timeout: Duration::from_secs(cfg.timeout_secs.max(1)),
+            spent: Default::default(),
         }
+    }
+
+    /// (calls, time inside them) so far, through this value and its clones.
+    pub fn spent(&self) -> (u32, Duration) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (
+            self.spent.0.load(Relaxed),
+            Duration::from_micros(self.spent.1.load(Relaxed)),
+        )
     }
 
     async fn call(&self, prog: &str, args: Vec<std::ffi::OsString>) -> Result<(Output, Duration)> {
@@ -82,6 +94,12 @@ impl Pct {
         let t0 = Instant::now();
         let out = cmd.output().await;
         let took = t0.elapsed();
+        {
+            use std::sync::atomic::Ordering::Relaxed;
+            self.spent.0.fetch_add(1, Relaxed);
+            let us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+            self.spent.1.fetch_add(us, Relaxed);
+        }
         log::debug!("pct call `{shown}` took {} ms", took.as_millis());
         Ok((out?, took))
     }

@@ -203,6 +203,15 @@ fn features(spec: &Spec) -> Option<Features> {
     })
 }
 
+/// The image reference containerd/CRI annotated the spec with, if any.
+pub fn image(spec: &Spec) -> Option<String> {
+    let ann = spec.annotations().as_ref()?;
+    crate::router::IMAGE_ANNOTATIONS
+        .iter()
+        .find_map(|k| ann.get(*k))
+        .cloned()
+}
+
 /// Tags and description that tell an admin where a CT came from.
 fn provenance(namespace: &str, id: &str, spec: &Spec, o: &mut CtOptions) {
     let ann = spec.annotations().clone().unwrap_or_default();

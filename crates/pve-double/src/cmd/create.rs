@@ -349,6 +349,14 @@ fn build(
             Err(e) => return Err(e),
         }
     }
+    if let Some(vol) = conf
+        .get("rootfs")
+        .and_then(|r| PropStr::parse(r, Some("volume")).ok())
+        .and_then(|p| p.default)
+    {
+        let bytes = storage::written::tree_bytes(&rootfs);
+        storage::written::record(root, "create", vmid, &vol, bytes);
+    }
     if conf.get("ostype").is_none() {
         let os = detect_ostype(&rootfs)?;
         conf.set("ostype", os);

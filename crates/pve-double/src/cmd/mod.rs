@@ -10,6 +10,7 @@ use crate::getopt::{Opt, Parsed, Spec, Ty};
 use crate::paths::Root;
 use crate::profile::Profile;
 
+pub mod clone;
 pub mod config;
 pub mod create;
 pub mod destroy;
@@ -21,6 +22,7 @@ pub mod set;
 pub mod start;
 pub mod status;
 pub mod stop;
+pub mod template;
 pub mod validate;
 
 /// Everything a subcommand needs.
@@ -33,8 +35,8 @@ pub struct Ctx {
 
 /// pct's commands (for prefix resolution).
 pub const COMMANDS: &[&str] = &[
-    "config", "create", "destroy", "exec", "help", "list", "mount", "reboot", "resume", "set",
-    "shutdown", "start", "status", "stop", "suspend", "unlock", "unmount",
+    "clone", "config", "create", "destroy", "exec", "help", "list", "mount", "reboot", "resume",
+    "set", "shutdown", "start", "status", "stop", "suspend", "template", "unlock", "unmount",
 ];
 
 /// Lock values (`lock:` key).
@@ -176,6 +178,20 @@ pub fn spec_for(cmd: &'static str, profile: Profile) -> Spec {
             ],
         ),
         "status" => (vmid, false, vec![Opt::new("verbose", Ty::Bool)]),
+        "clone" => (
+            vec![("vmid", Ty::Vmid), ("newid", Ty::Vmid)],
+            false,
+            vec![
+                Opt::new("bwlimit", Ty::Num(Some(0.0), None)),
+                Opt::new("description", Ty::Str),
+                Opt::new("full", Ty::Bool),
+                Opt::new("hostname", Ty::Str),
+                Opt::new("pool", Ty::Str),
+                Opt::new("snapname", Ty::Str),
+                Opt::new("storage", Ty::Str),
+                Opt::new("target", Ty::Str),
+            ],
+        ),
         "config" => (
             vmid,
             false,
@@ -183,7 +199,7 @@ pub fn spec_for(cmd: &'static str, profile: Profile) -> Spec {
         ),
         "exec" => (vmid, true, vec![Opt::new("keep-env", Ty::Bool)]),
         "list" | "help" => (vec![], false, vec![]),
-        // unlock, mount, unmount, suspend, resume
+        // unlock, mount, unmount, suspend, resume, template
         _ => (vmid, false, vec![]),
     };
     Spec {
@@ -199,6 +215,8 @@ pub fn spec_for(cmd: &'static str, profile: Profile) -> Spec {
 pub fn run(ctx: &Ctx, cmd: &str, p: &Parsed) -> Result<()> {
     match cmd {
         "create" => create::run(ctx, p),
+        "clone" => clone::run(ctx, p),
+        "template" => template::run(ctx, p),
         "start" => start::run(ctx, p),
         "stop" => stop::stop(ctx, p),
         "shutdown" => stop::shutdown(ctx, p),

@@ -7,10 +7,14 @@
 //! * dir/btrfs (nfs/cifs/cephfs): `<vmid>/subvol-<vmid>-disk-<n>.subvol`, a directory at
 //!   `images/<vmid>/...` (size recorded, not enforced).
 //!
+//! Base volumes and linked clones (`pct template`, `pct clone`): see [`clone`].
+//!
 //! Templates: `<sid>:vztmpl/NAME` = `$ROOT/storage/<sid>/template/cache/NAME`.
 
 pub mod cfg;
+pub mod clone;
 pub mod thin;
+pub mod written;
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -96,6 +100,7 @@ fn check_volname(volname: &str) -> Result<()> {
         && parts.iter().all(|p| !p.is_empty())
         && (parts.len() == 1
             || (parts.len() == 2 && parts[0].bytes().all(|b| b.is_ascii_digit()))
+            || (parts.len() == 2 && parts[0].starts_with("basevol-"))
             || (parts.len() == 2 && parts[0] == "vztmpl"));
     if ok {
         Ok(())
@@ -111,7 +116,8 @@ fn path_in(root: &Root, def: &StorageDef, volname: &str) -> PathBuf {
     }
     match def.kind {
         Kind::Dir | Kind::Btrfs if volname.contains('/') => base.join("images").join(volname),
-        _ => base.join(volname),
+        // a zfs clone `basevol-X-disk-N/subvol-Y-disk-M` is dataset pool/subvol-Y-disk-M
+        _ => base.join(volname.rsplit('/').next().unwrap_or(volname)),
     }
 }
 
@@ -125,9 +131,9 @@ pub fn volume_path(root: &Root, sid: &str, volname: &str) -> Result<PathBuf> {
 /// VMID owning a volume (`vm-<vmid>-disk-<n>`, `subvol-<vmid>-disk-<n>`, `<vmid>/...`).
 pub fn volume_owner(volname: &str) -> Option<u32> {
     let name = volname.rsplit('/').next()?;
-    let r = name
-        .strip_prefix("subvol-")
-        .or_else(|| name.strip_prefix("vm-"))?;
+    let r = ["subvol-", "vm-", "basevol-", "base-"]
+        .iter()
+        .find_map(|p| name.strip_prefix(p))?;
     let (v, _) = r.split_once("-disk-")?;
     v.parse().ok()
 }
@@ -139,7 +145,9 @@ pub fn activate(root: &Root, volid: &str) -> Result<()> {
     };
     let def = check_storage(root, &sid)?;
     check_volname(&volname)?;
-    if def.kind == Kind::LvmThin {
+    if clone::is_clone(root, &sid, &volname) {
+        clone::activate(root, &sid, &volname)?;
+    } else if def.kind == Kind::LvmThin {
         thin::activate(root, &sid, &volname)?;
     }
     Ok(())
@@ -210,6 +218,18 @@ pub fn free_volume(root: &Root, volid: &str) -> Result<()> {
     };
     let def = check_storage(root, &sid)?;
     check_volname(&volname)?;
+    if clone::is_clone(root, &sid, &volname) {
+        return clone::free(root, &sid, &volname);
+    }
+    // LVM-thin lets a used base go (see thin::free); other storages refuse
+    if def.kind != Kind::LvmThin
+        && clone::is_base(&volname)
+        && !clone::clones_of(root, &sid, &volname).is_empty()
+    {
+        return Err(die(format!(
+            "base volume '{volname}' is still in use by linked clones"
+        )));
+    }
     if def.kind == Kind::LvmThin {
         return thin::free(root, &sid, &volname);
     }
@@ -317,7 +337,9 @@ mod tests {
         assert_eq!(volume_owner("subvol-123-disk-1"), Some(123));
         assert_eq!(volume_owner("vm-124-disk-0"), Some(124));
         assert_eq!(volume_owner("125/subvol-125-disk-0.subvol"), Some(125));
-        assert_eq!(volume_owner("base-1-disk-0"), None);
+        assert_eq!(volume_owner("base-1-disk-0"), Some(1));
+        assert_eq!(volume_owner("basevol-7-disk-0/subvol-8-disk-0"), Some(8));
+        assert_eq!(volume_owner("template-1"), None);
         assert_eq!(compression_of("a.tar.zst"), Some("--zstd"));
         assert_eq!(compression_of("a.tar.gz"), Some("-z"));
         assert_eq!(compression_of("a.zip"), None);
@@ -328,6 +350,7 @@ mod tests {
         assert!(check_volname("vm-1-disk-0").is_ok());
         assert!(check_volname("100/subvol-100-disk-0.subvol").is_ok());
         assert!(check_volname("vztmpl/x.tar").is_ok());
+        assert!(check_volname("basevol-1-disk-0/subvol-2-disk-0").is_ok());
         assert!(check_volname("../x").is_err());
         assert!(check_volname("a/b").is_err());
         assert!(check_volname("1/2/3").is_err());

@@ -103,15 +103,58 @@ pub fn activate(root: &Root, sid: &str, volname: &str) -> Result<()> {
     if !mnt.is_dir() {
         fs::create_dir_all(&mnt).ctx(|| format!("unable to create '{}'", mnt.display()))?;
     }
+    // a base volume (template) is read-only, as `lvchange -pr` makes it
+    let opts = if volname.starts_with("base-") {
+        "loop,ro"
+    } else {
+        "loop"
+    };
     run(&[
         "mount",
         "-t",
         "ext4",
         "-o",
-        "loop",
+        opts,
         &img.display().to_string(),
         &mnt.display().to_string(),
     ])
+}
+
+/// Unmount the volume if mounted (`create_base` renames it).
+pub fn deactivate(root: &Root, sid: &str, volname: &str) -> Result<()> {
+    let mnt = root.storage_dir(sid).join(volname);
+    unmount(&mnt, &volname_display(sid, volname))
+}
+
+/// Unmount `mnt` (lazily when busy); fails when it stays mounted.
+pub fn unmount(mnt: &Path, name: &str) -> Result<()> {
+    if !is_mountpoint(mnt) {
+        return Ok(());
+    }
+    if nix::mount::umount2(mnt, nix::mount::MntFlags::empty()).is_err() {
+        nix::mount::umount2(mnt, nix::mount::MntFlags::MNT_DETACH)
+            .ctx(|| format!("unable to unmount '{}'", mnt.display()))?;
+    }
+    if is_mountpoint(mnt) {
+        return Err(die(format!(
+            "volume '{name}' is still mounted at '{}'",
+            mnt.display()
+        )));
+    }
+    Ok(())
+}
+
+fn orphan_marker(root: &Root, sid: &str, volname: &str) -> PathBuf {
+    image_path(root, sid, volname).with_extension("orphan")
+}
+
+/// Free a base volume whose CT is gone once its last linked clone is gone.
+pub fn free_orphan(root: &Root, sid: &str, volname: &str) -> Result<()> {
+    if !orphan_marker(root, sid, volname).exists() {
+        return Ok(());
+    }
+    let _ = std::fs::remove_file(orphan_marker(root, sid, volname));
+    free(root, sid, volname)
 }
 
 fn volname_display(sid: &str, volname: &str) -> String {
@@ -119,21 +162,15 @@ fn volname_display(sid: &str, volname: &str) -> String {
 }
 
 /// Unmount (loop device freed by autoclear) and delete the image and the mount point.
+/// A base volume still used by linked clones is kept (LVM-thin lets PVE remove it while the
+/// clones keep their data) and marked an orphan, freed with its last clone.
 pub fn free(root: &Root, sid: &str, volname: &str) -> Result<()> {
-    let mnt = root.storage_dir(sid).join(volname);
-    if is_mountpoint(&mnt) {
-        if nix::mount::umount2(&mnt, nix::mount::MntFlags::empty()).is_err() {
-            nix::mount::umount2(&mnt, nix::mount::MntFlags::MNT_DETACH)
-                .ctx(|| format!("unable to unmount '{}'", mnt.display()))?;
-        }
-        if is_mountpoint(&mnt) {
-            return Err(die(format!(
-                "volume '{}' is still mounted at '{}'",
-                volname_display(sid, volname),
-                mnt.display()
-            )));
-        }
+    if volname.starts_with("base-") && !super::clone::clones_of(root, sid, volname).is_empty() {
+        return std::fs::write(orphan_marker(root, sid, volname), b"")
+            .ctx(|| format!("unable to remove '{}'", volname_display(sid, volname)));
     }
+    let mnt = root.storage_dir(sid).join(volname);
+    unmount(&mnt, &volname_display(sid, volname))?;
     match fs::remove_dir(&mnt) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}

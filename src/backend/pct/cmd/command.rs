@@ -4,7 +4,7 @@ use std::ffi::OsString;
 
 use super::super::vmid::Vmid;
 use super::values::storage_id;
-use super::{b, invalid, plain, prop_value, push, CmdError, CreateArgs, CtOptions};
+use super::{b, invalid, plain, prop_value, push, CloneArgs, CmdError, CreateArgs, CtOptions};
 
 fn check_template(t: &str) -> Result<(), CmdError> {
     plain("ostemplate", t)?;
@@ -105,6 +105,12 @@ pub enum PctCommand {
     Unlock {
         vmid: Vmid,
     },
+    /// Turn a stopped CT into a template (its volumes become base volumes).
+    Template {
+        vmid: Vmid,
+    },
+    /// A linked (or full) clone of a CT or template.
+    Clone(Box<CloneArgs>),
 }
 
 impl PctCommand {
@@ -121,12 +127,15 @@ impl PctCommand {
             PctCommand::Set { .. } => "set",
             PctCommand::Exec { .. } => "exec",
             PctCommand::Unlock { .. } => "unlock",
+            PctCommand::Template { .. } => "template",
+            PctCommand::Clone(_) => "clone",
         }
     }
 
     pub fn vmid(&self) -> Option<Vmid> {
         match self {
             PctCommand::Create(c) => Some(c.vmid),
+            PctCommand::Clone(c) => Some(c.vmid),
             PctCommand::List => None,
             PctCommand::Start { vmid, .. }
             | PctCommand::Stop { vmid, .. }
@@ -136,7 +145,8 @@ impl PctCommand {
             | PctCommand::Config { vmid, .. }
             | PctCommand::Set { vmid, .. }
             | PctCommand::Exec { vmid, .. }
-            | PctCommand::Unlock { vmid } => Some(*vmid),
+            | PctCommand::Unlock { vmid }
+            | PctCommand::Template { vmid } => Some(*vmid),
         }
     }
 
@@ -150,6 +160,8 @@ impl PctCommand {
                 | PctCommand::Shutdown { .. }
                 | PctCommand::Destroy { .. }
                 | PctCommand::Set { .. }
+                | PctCommand::Template { .. }
+                | PctCommand::Clone(_)
         )
     }
 
@@ -162,6 +174,8 @@ impl PctCommand {
                 | PctCommand::Stop { .. }
                 | PctCommand::Shutdown { .. }
                 | PctCommand::Destroy { .. }
+                | PctCommand::Template { .. }
+                | PctCommand::Clone(_)
         )
     }
 
@@ -242,7 +256,8 @@ impl PctCommand {
                     push(&mut a, "verbose", "1");
                 }
             }
-            PctCommand::List | PctCommand::Unlock { .. } => {}
+            PctCommand::List | PctCommand::Unlock { .. } | PctCommand::Template { .. } => {}
+            PctCommand::Clone(c) => c.render(&mut a)?,
             PctCommand::Config { current, .. } => {
                 if *current {
                     push(&mut a, "current", "1");

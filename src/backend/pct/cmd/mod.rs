@@ -5,6 +5,7 @@
 //! render; property strings (`--netN`, `--mpN`, `--features`, `--rootfs`) are built
 //! from typed parts and refuse characters that would change their meaning (`,` `=`).
 
+mod clone;
 mod command;
 mod mounts;
 mod net;
@@ -16,6 +17,7 @@ mod tests;
 
 use std::ffi::OsString;
 
+pub use clone::CloneArgs;
 pub use command::{PctCommand, PveshCommand};
 pub use mounts::{Features, MountPoint};
 pub use net::{IpConfig, NetSpec};

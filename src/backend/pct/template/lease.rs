@@ -27,7 +27,7 @@ impl TemplateLease {
 }
 
 /// Open a file without following a final symlink, for locking.
-pub(super) fn open_nofollow(path: &Path) -> std::io::Result<File> {
+pub(in crate::backend::pct) fn open_nofollow(path: &Path) -> std::io::Result<File> {
     std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
@@ -35,7 +35,7 @@ pub(super) fn open_nofollow(path: &Path) -> std::io::Result<File> {
 }
 
 /// flock without waiting; Ok(false) when somebody else holds a conflicting lock.
-pub(super) fn try_flock(f: &File, exclusive: bool) -> std::io::Result<bool> {
+pub(in crate::backend::pct) fn try_flock(f: &File, exclusive: bool) -> std::io::Result<bool> {
     let op = if exclusive {
         libc::LOCK_EX
     } else {

@@ -78,6 +78,16 @@ fn storage_path(cfg: &str, storage: &str) -> Option<PathBuf> {
     (storage == "local").then(|| PathBuf::from("/var/lib/vz"))
 }
 
+/// The rootfs digest a packed template's name carries (`pvelxc-<64 hex>.tar`).
+pub fn digest_of(path: &Path) -> Option<&str> {
+    let d = path
+        .file_name()?
+        .to_str()?
+        .strip_prefix(PREFIX)?
+        .strip_suffix(".tar")?;
+    (d.len() == 64 && d.bytes().all(|b| b.is_ascii_hexdigit())).then_some(d)
+}
+
 /// The rootfs directory of a `--rootfs` style spec (no rootfs mounts).
 pub fn spec_root(spec: &oci_spec::runtime::Spec, bundle: &Path) -> Result<PathBuf> {
     let p = spec
