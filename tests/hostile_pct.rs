@@ -241,13 +241,12 @@ fn a_late_delete_action_spares_the_next_container_on_its_vmid() {
     if skip_unless_our_runtime() {
         return;
     }
-    // A range of one VMID (no room for foreign guests): the second container must get the
-    // first's.
-    let free = 300_420;
-    let p = Pve::new(free, free);
+    // Two VMIDs, no room for foreign guests: one for the image's template CT (linked clones),
+    // one for the containers; the second container must get the first's.
+    let p = Pve::new(300_420, 300_421);
     let env = p.env();
     env.run_rootfs_detached("first", &[], &["/bin/sh", "-c", "exec tail -f /dev/null"]);
-    assert_eq!(vmid_of(&p, "first"), free);
+    let free = vmid_of(&p, "first");
     // What the late delete action will find: a copy of the first container's bundle.
     let bundle = env
         .state()
