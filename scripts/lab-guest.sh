@@ -29,6 +29,7 @@ export PVELXC_INIT_BIN=/usr/local/lib/pvelxc/pvelxc-init
 # `pct start` as on Proxmox: `systemctl start pve-container@<vmid>` (the double's unit; the
 # double uses systemd when it runs as PID 1 and this unit is installed).
 cp /lab/pve-container@.service /etc/systemd/system/
+ln -sf "$TARGET/release/pve-shape" /usr/local/bin/pve-shape
 systemctl daemon-reload
 
 export PVE_PROFILE CI PVELXC_SKIP_LOG=/lab/out/skips
@@ -44,4 +45,6 @@ for t in $TESTS; do
 done
 while IFS=$'\t' read -r kind test reason; do say "SKIP ($kind): $test: $reason"; done </lab/out/skips
 journalctl -b --no-pager -o short-monotonic >/lab/out/journal.log 2>&1 || true
+# Evidence that `pct start` went through systemd here, not through the double's stand-in.
+say "pve-container@<vmid> units systemd started: $(grep -c 'Started pve-container@' /lab/out/journal.log || true)"
 exit "$rc"

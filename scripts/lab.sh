@@ -211,9 +211,15 @@ cargo build --release -p containerd-shim-pvelxc-v2 -p pve-double
 targs=()
 for t in "${TESTS[@]}"; do targs+=(--test "$t"); done
 # The test executables cargo built (one per test file), from its JSON messages.
-mapfile -t EXES < <(cargo test --release --no-run "${targs[@]}" --message-format=json 2>/dev/null |
-    sed -n 's/.*"executable":"\([^"]*\)".*/\1/p')
-[ ${#EXES[@]} = ${#TESTS[@]} ] || die "cargo test --no-run gave ${#EXES[@]} executables for ${#TESTS[@]} test files"
+cargo test --release --no-run "${targs[@]}" --message-format=json >"$CACHE/no-run.json" 2>"$CACHE/no-run.log" ||
+    { tail -n 20 "$CACHE/no-run.log" >&2; die "cargo test --no-run failed"; }
+EXES=()
+for t in "${TESTS[@]}"; do
+    e=$(grep -F "\"kind\":[\"test\"],\"crate_types\":[\"bin\"],\"name\":\"$t\"" "$CACHE/no-run.json" |
+        sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -n 1)
+    [ -x "$e" ] || die "no test executable for tests/$t.rs in cargo's output"
+    EXES+=("$e")
+done
 # The static init of every CT (what scripts/setup.sh installs): built here when missing.
 INIT=${PVELXC_INIT_BIN:-$TARGET/x86_64-unknown-linux-gnu/dist/pvelxc-init}
 if [ ! -x "$INIT" ]; then
