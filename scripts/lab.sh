@@ -206,8 +206,15 @@ case $SUITE in
     full) TESTS=(crun_ctr pct_ctr hostile_pct logging) ;;
 esac
 t_build=$(now)
-# What scripts/setup.sh builds (so no rebuild under scripts/test.sh): the shim and the double.
-cargo build --release --workspace
+# The double's binaries come from the workspace build (what scripts/setup.sh runs), redone only
+# when a source of the double is newer: cargo resolves features differently for a workspace
+# build and for `cargo test` of the root package, and alternating the two relinks the shim
+# (minutes here). The shim itself comes from the `cargo test --no-run` below, the invocation
+# scripts/test.sh's steps before this one use: nothing is rebuilt there.
+stale=$(find crates/pve-double Cargo.lock -newer "$TARGET/release/pve-shape" -type f 2>/dev/null | head -n 1 || true)
+if [ ! -x "$TARGET/release/pve-shape" ] || [ -n "$stale" ]; then
+    cargo build --release --workspace
+fi
 targs=()
 for t in "${TESTS[@]}"; do targs+=(--test "$t"); done
 # The test executables cargo built (one per test file), from its JSON messages.
