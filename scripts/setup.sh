@@ -13,6 +13,7 @@ PACKAGES=(
     containerd runc crun lxc lxc-templates busybox-static umoci skopeo docker-registry
     containernetworking-plugins protobuf-compiler hyperfine iproute2 util-linux tmux
     bsdextrautils build-essential pkg-config python3 ca-certificates git xz-utils gzip file
+    mmdebstrap e2fsprogs
 )
 
 missing=()

@@ -9,7 +9,9 @@
 #     lxc   the tests on real LXC of crates/pve-double and crates/pvelxc-init (tests/lxc.rs)
 #     root  crates/pvelxc-init's host tests that need root
 #     peer  containerd's integration/client suite (scripts/peer.sh): needs ../shared/peer
-#   The GitHub workflow sets vm,peer; .ci/run on these machines sets nothing.
+#     lab   the Proxmox-9-shaped lab host (scripts/lab.sh short: Debian 13, systemd, cgroup v2,
+#           booted under QEMU): needs mmdebstrap, QEMU and Debian's mirror
+#   The GitHub workflow sets vm,peer,lab; .ci/run on these machines sets nothing.
 # Each left-out suite is printed as `NOT RUN: <what> (<why>)`. Anything else a test needs and
 # cannot find is a skip: printed as `SKIP: <test>: <reason>` (tests/common/skip.rs), counted
 # here through PVELXC_SKIP_LOG, and a failure of that test under CI=true.
@@ -20,8 +22,8 @@ cd "$REPO_ROOT"
 SKIP_SUITES=${PVELXC_SKIP_SUITES:-}
 for s in ${SKIP_SUITES//,/ }; do
     case $s in
-        vm | lxc | root | peer) ;;
-        *) echo "PVELXC_SKIP_SUITES: unknown suite '$s' (known: vm, lxc, root, peer)" >&2; exit 2 ;;
+        vm | lxc | root | peer | lab) ;;
+        *) echo "PVELXC_SKIP_SUITES: unknown suite '$s' (known: vm, lxc, root, peer, lab)" >&2; exit 2 ;;
     esac
 done
 excluded() { case ",$SKIP_SUITES," in *",$1,"*) return 0 ;; esac; return 1; }
@@ -45,6 +47,8 @@ excluded lxc && not_run "lxc suite: crates/pve-double and crates/pvelxc-init tes
 excluded root && not_run "root suite: crates/pvelxc-init host tests that need root" "PVELXC_SKIP_SUITES=root"
 excluded peer && not_run "containerd's integration/client suite (scripts/peer.sh)" \
     "PVELXC_SKIP_SUITES=peer: the peer harness ../shared/peer is not part of this repository"
+excluded lab && not_run "lab host suite (scripts/lab.sh short: Debian 13, systemd, cgroup v2 under QEMU)" \
+    "PVELXC_SKIP_SUITES=lab"
 
 "$REPO_ROOT/scripts/setup.sh"
 # shellcheck disable=SC1091
@@ -119,6 +123,16 @@ for prof in ${PCT_PROFILES:-pve8 pve9.0}; do
     ) | tee "$LOGS/pct-$prof.log" || FAILED+=("pct tests on $prof")
 done
 
+# The crun and pct tests on a Proxmox-9-shaped host: Debian 13, systemd as PID 1 (`pct start`
+# a real `systemctl start pve-container@<vmid>`), cgroup v2 only, /run noexec; booted under
+# QEMU from a cached image (README "Lab host").
+step "lab host: scripts/lab.sh short"
+if excluded lab; then
+    echo "NOT RUN: lab host suite (PVELXC_SKIP_SUITES=lab)"
+else
+    "$REPO_ROOT/scripts/lab.sh" short 2>&1 | tee "$LOGS/lab.log" || FAILED+=("lab host")
+fi
+
 step "Debian package: build, install/reinstall/remove/purge in a scratch root, a container run"
 "$REPO_ROOT/scripts/package-test.sh" || FAILED+=("Debian package")
 
@@ -170,6 +184,7 @@ if [ ${#FAILED[@]} -gt 0 ]; then
     # CI keeps only the tail of this output: say here, for each failed step, the lines that say why.
     failed() { case " ${FAILED[*]} " in *"$1"*) return 0 ;; esac; return 1; }
     ! failed lanes || why "$LOGS/lanes.log" 'REGRESSION|failed \(see|no test passed'
+    ! failed lab || why "$LOGS/lab.log" ' FAILED$|^lab: |^lab-guest: '
     ! failed peer || why "$LOGS/peer.log" 'REGRESSION|UNEXPECTED PASS|CHANGED|NOT IN FILE|: FAILED|never came up|touched|run\.sh named|harness not found|missing at|not built'
     for f in "$LOGS"/main.log "$LOGS"/pct-*.log "$LOGS"/self-check.log; do why "$f" '^test .* FAILED$|^failures:$|panicked at'; done
     printf 'FAILED: %s\n' "${FAILED[@]}" >&2

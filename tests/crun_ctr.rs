@@ -67,6 +67,11 @@ fn detached_exec_ps_pause_resume_metrics_kill() {
 }
 
 #[test]
+fn cpu_shares_become_cpu_weight() {
+    scenarios::task::cpu_shares_become_cpu_weight(&TestEnv::new());
+}
+
+#[test]
 fn kill_all_stops_every_process() {
     scenarios::task::kill_all_reaches_every_process(&TestEnv::new());
 }

@@ -254,6 +254,13 @@ fn kill_all_reaches_every_process_of_the_ct() {
     scenarios::task::kill_all_reaches_every_process(&Pve::new(300_460, 300_499));
 }
 
+/// `--cpu-shares` becomes the CT's `cpuunits`, and so its CPU weight (cgroup v2: `cpu.weight`
+/// of `lxc/<vmid>`, converted like runc; v1: `cpu.shares`).
+#[test]
+fn cpu_shares_become_cpu_weight() {
+    scenarios::task::cpu_shares_become_cpu_weight(&Pve::new(300_580, 300_599));
+}
+
 /// A CT process over its memory limit is OOM-killed: exit 137 and a TaskOOM event.
 #[test]
 fn oom_event_and_exit_137() {

@@ -53,6 +53,10 @@ pub struct Expect {
     /// An `exec -t` process starts on a terminal of the caller's size already (pct); otherwise
     /// ctr's resize after the start sets it (the stock shim: `stty` may fail or read 0x0 first).
     pub exec_tty_sized_at_start: bool,
+    /// How many levels above the task process's cgroup the container's CPU and memory limits
+    /// are set: 0 (crun: the container's own cgroup), 1 (pct: the CT's `lxc/<vmid>`, its
+    /// processes in `lxc/<vmid>/ns`).
+    pub limits_up: usize,
 }
 
 /// crun (and the stock shim, under the self-check): the container's process is its pid 1 and
@@ -64,6 +68,7 @@ pub const CRUN: Expect = Expect {
     kill_all: ("SIGKILL", 137),
     image_rootfs_mounted: true,
     exec_tty_sized_at_start: false,
+    limits_up: 0,
 };
 
 /// pct: the container's process runs under our init (pid 1 of the CT), which signals every
@@ -75,6 +80,7 @@ pub const PCT: Expect = Expect {
     kill_all: ("SIGTERM", 143),
     image_rootfs_mounted: false,
     exec_tty_sized_at_start: true,
+    limits_up: 1,
 };
 
 /// vm: every run carries the backend annotation; the task pid is QEMU; the image rootfs is
@@ -86,6 +92,7 @@ pub const VM: Expect = Expect {
     kill_all: ("SIGKILL", 137),
     image_rootfs_mounted: true,
     exec_tty_sized_at_start: false,
+    limits_up: 0,
 };
 
 /// A backend under test: its private containerd, its expectations, its own checks.

@@ -224,3 +224,56 @@ pub fn events_in_order(b: &impl Backend) {
     b.assert_gone("ev1");
     finish(b);
 }
+
+/// The cgroup directory holding the container's `file` (a v2 name like `cpu.weight`, or a v1
+/// name like `cpu.shares` of `controller`): the task process's cgroup, `up` levels higher.
+fn limits_dir(pid: u32, controller: &str, up: usize) -> std::path::PathBuf {
+    let text = fs::read_to_string(format!("/proc/{pid}/cgroup")).expect("read /proc/PID/cgroup");
+    let unified = fs::metadata("/sys/fs/cgroup/cgroup.controllers").is_ok();
+    let (mount, rel) = text
+        .lines()
+        .find_map(|l| {
+            let mut it = l.splitn(3, ':');
+            let (_, ctrls, path) = (it.next()?, it.next()?, it.next()?);
+            if unified {
+                ctrls
+                    .is_empty()
+                    .then(|| ("/sys/fs/cgroup".to_string(), path))
+            } else {
+                ctrls
+                    .split(',')
+                    .any(|c| c == controller)
+                    .then(|| (format!("/sys/fs/cgroup/{ctrls}"), path))
+            }
+        })
+        .unwrap_or_else(|| panic!("no {controller} cgroup of {pid}:\n{text}"));
+    let mut dir = std::path::PathBuf::from(mount).join(rel.trim_start_matches('/'));
+    for _ in 0..up {
+        dir.pop();
+    }
+    dir
+}
+
+/// `--cpu-shares 2048` reaches the kernel as the container's CPU weight: on cgroup v2
+/// `cpu.weight` = 1 + ((2048 − 2) × 9999) / 262142 = 79 (runc's and crun's conversion; pct:
+/// `cpuunits` = `cpu.weight`), on cgroup v1 `cpu.shares` = 2048.
+pub fn cpu_shares_become_cpu_weight(b: &impl Backend) {
+    let env = b.env();
+    let (_rootfs, pid) = env.run_rootfs_detached(
+        "cpuw",
+        &super::flags(b, &["--cpu-shares", "2048"]),
+        &["/bin/sleep", "1000"],
+    );
+    let up = b.expect().limits_up;
+    let (file, want) = if fs::metadata("/sys/fs/cgroup/cgroup.controllers").is_ok() {
+        ("cpu.weight", "79")
+    } else {
+        ("cpu.shares", "2048")
+    };
+    let path = limits_dir(pid, "cpu", up).join(file);
+    let got = fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    assert_eq!(got.trim(), want, "{}", path.display());
+    kill_and_remove(b, "cpuw");
+    b.assert_gone("cpuw");
+    finish(b);
+}

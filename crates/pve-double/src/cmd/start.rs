@@ -55,13 +55,19 @@ pub fn start_ct(ctx: &Ctx, vmid: u32, skiplock: bool) -> Result<()> {
     if let Err(e) = lxc::prepare(root, vmid, &conf) {
         return Err(failed(Some(e.to_string())));
     }
+    let managed_failure = |e| match e {
+        StartError::Failed => failed(None),
+        StartError::Manager(m) => failed(Some(m)),
+    };
+    if crate::manager::systemd::is_used(root) {
+        // a host whose PID 1 is systemd (the lab): `systemctl start pve-container@<vmid>`
+        return crate::manager::systemd::start(root, vmid, lxc::start_timeout())
+            .map_err(managed_failure);
+    }
     if crate::manager::is_managed(root) {
         // inside a pve-shape: `systemctl start pve-container@<vmid>` (lxc-start becomes a
         // child of the service manager, not of this pct)
-        return crate::manager::start(root, vmid, lxc::start_timeout()).map_err(|e| match e {
-            StartError::Failed => failed(None),
-            StartError::Manager(m) => failed(Some(m)),
-        });
+        return crate::manager::start(root, vmid, lxc::start_timeout()).map_err(managed_failure);
     }
     lxc::start(root, vmid).map_err(|_| failed(None))
 }

@@ -15,6 +15,7 @@
 //! with `unit_ran: true`; `unit_ran: false` means lxc-start was not run at all).
 
 pub mod server;
+pub mod systemd;
 pub mod unit;
 
 use std::io::{BufRead, BufReader, Read, Write};

@@ -4,10 +4,12 @@
 //! pve-shape --root R [--profile pve8|pve9.0|pve9.1] [--install lvm|zfs|btrfs] [--node pve]
 //!           [--foreign-from VMID --foreign N] exec [--] CMD ARGS...
 //! pve-shape --root R stop
+//! pve-shape unit VMID        (ExecStart of the double's pve-container@.service)
 //! ```
 
 pub mod daemon;
 pub mod ns;
+pub mod unit;
 
 use std::ffi::OsString;
 use std::fs::{self, File, OpenOptions};
@@ -44,9 +46,11 @@ pub enum Action {
     Stop,
     /// internal: run the service manager (started by `exec`)
     Manager,
+    /// `unit VMID`: what systemd runs for `pve-container@VMID` (see manager/systemd.rs)
+    Unit(u32),
 }
 
-const USAGE: &str = "usage: pve-shape --root R [--profile pve8|pve9.0|pve9.1] [--install lvm|zfs|btrfs] [--node NAME] [--foreign-from VMID --foreign N] exec [--] CMD [ARGS...]\n       pve-shape --root R stop";
+const USAGE: &str = "usage: pve-shape --root R [--profile pve8|pve9.0|pve9.1] [--install lvm|zfs|btrfs] [--node NAME] [--foreign-from VMID --foreign N] exec [--] CMD [ARGS...]\n       pve-shape --root R stop\n       pve-shape unit VMID";
 
 pub fn parse_args(argv: &[OsString]) -> Res<Args> {
     let mut a = Args::default();
@@ -120,6 +124,15 @@ pub fn parse_args(argv: &[OsString]) -> Res<Args> {
                 break;
             }
             "stop" => a.action = Action::Stop,
+            "unit" => {
+                let v = argv
+                    .get(i + 1)
+                    .map(|v| v.to_string_lossy().into_owned())
+                    .ok_or_else(|| format!("unit needs a VMID\n{USAGE}"))?;
+                a.action =
+                    Action::Unit(crate::vmid::parse_vmid(&v).map_err(|e| format!("unit: {e}"))?);
+                break;
+            }
             "__manager" => a.action = Action::Manager,
             _ => return Err(format!("unknown argument '{arg}'\n{USAGE}")),
         }
@@ -166,7 +179,7 @@ fn shape_lock(root: &Path) -> Res<Flock<File>> {
         .map_err(|(_, e)| format!("unable to lock '{}' - {e}", p.display()))
 }
 
-fn read_setting(root: &Path, name: &str) -> Option<String> {
+pub(crate) fn read_setting(root: &Path, name: &str) -> Option<String> {
     fs::read_to_string(root.join(name))
         .ok()
         .map(|s| s.trim().to_string())
@@ -199,6 +212,11 @@ fn init_root(root: &Path, a: &Args, node: &str) -> Res<()> {
     }
     fs::write(root.join("node"), format!("{node}\n"))
         .map_err(|e| format!("unable to write node - {e}"))?;
+    // `pct start` of this shape: real systemd where it is PID 1 with the double's unit
+    // installed, else the stand-in (recorded: the shim's pct calls run with its own env)
+    let manager = crate::manager::systemd::choose()?;
+    fs::write(root.join("manager"), format!("{manager}\n"))
+        .map_err(|e| format!("unable to write manager - {e}"))?;
     let r = Root {
         root: root.to_path_buf(),
         node: node.to_string(),
@@ -225,6 +243,11 @@ fn init_root(root: &Path, a: &Args, node: &str) -> Res<()> {
     cluster::refresh_vmlist(&r).map_err(|e| e.to_string())
 }
 
+/// Does this shape start CTs through systemd (`$ROOT/manager`, written at the first exec)?
+fn uses_systemd(root: &Path) -> bool {
+    read_setting(root, "manager").as_deref() == Some("systemd")
+}
+
 fn exec(a: &Args, cmd: &[OsString]) -> Res<()> {
     let root = resolve_root(a)?;
     let lock = shape_lock(&root)?;
@@ -235,7 +258,7 @@ fn exec(a: &Args, cmd: &[OsString]) -> Res<()> {
         check_same(&root, "node", &a.node, Some("pve"))?;
         node = read_setting(&root, "node").unwrap_or_else(|| "pve".into());
         ns::enter(&root)?;
-        if daemon::ping(&root).is_err() {
+        if !uses_systemd(&root) && daemon::ping(&root).is_err() {
             daemon::spawn(&root)?; // the manager died: start a new one
         }
     } else {
@@ -244,7 +267,9 @@ fn exec(a: &Args, cmd: &[OsString]) -> Res<()> {
         init_root(&root, a, &node)?;
         ns::create(&root)?;
         ns::enter(&root)?;
-        daemon::spawn(&root)?;
+        if !uses_systemd(&root) {
+            daemon::spawn(&root)?;
+        }
     }
     drop(lock);
     let mut c = Command::new(&cmd[0]);
@@ -306,6 +331,7 @@ fn stop(a: &Args) -> Res<()> {
     for vmid in &vmids {
         crate::manager::unit::remove_cgroups(*vmid);
     }
+    crate::manager::systemd::unregister_root(&root);
     if let Err(e) = ns::release(&root) {
         errors.push(e);
     }
@@ -327,6 +353,7 @@ pub fn main(argv: &[OsString]) -> i32 {
             Action::Exec(cmd) => exec(&a, cmd),
             Action::Stop => stop(&a),
             Action::Manager => daemon::run_manager(&resolve_root(&a)?),
+            Action::Unit(vmid) => unit::exec_lxc_start(*vmid),
             Action::None => Err(USAGE.into()),
         }
     });
@@ -377,6 +404,12 @@ mod tests {
         assert!(args(&["--root", "/r", "--install", "ext4", "stop"]).is_err());
         assert!(args(&["--root", "/r", "--node", "a/b", "stop"]).is_err());
         assert!(args(&["--root", "/r", "exec"]).is_err());
+        assert_eq!(
+            args(&["unit", "960123"]).unwrap().action,
+            Action::Unit(960123)
+        );
+        assert!(args(&["unit", "../1"]).is_err());
+        assert!(args(&["unit"]).is_err());
         assert!(args(&["--root", "/r"]).is_err());
         assert!(args(&["--root", "/r", "--foreign", "2", "stop"]).is_err());
         assert!(args(&["--root", "/r", "--foreign-from", "99", "stop"]).is_err());
