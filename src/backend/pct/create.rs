@@ -172,15 +172,7 @@ pub async fn create_ct(req: &CreateRequest) -> Result<(Made, std::os::unix::net:
     };
     // Leased (a shared flock) until this function returns, i.e. until `pct create` is
     // done: the template GC never removes it meanwhile.
-    let tpl = template::Packer {
-        cfg,
-        mounts: &req.rootfs,
-        spec: &req.spec,
-        bundle: &req.bundle,
-        process: Some(&process),
-    }
-    .ensure()
-    .await?;
+    let tpl = template::ensure_for(req, &process).await?;
     let ostemplate = tpl.path().display().to_string();
     log::info!("{owner}: pve-container {pve}, template {ostemplate}");
 

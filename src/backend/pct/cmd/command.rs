@@ -150,19 +150,10 @@ impl PctCommand {
         }
     }
 
-    /// Whether pct takes the per-CT config flock (so it can fail with a lock timeout).
+    /// Whether pct takes the per-CT config flock (so it can fail with a lock timeout): every
+    /// worker task, and `set`.
     pub fn takes_lock(&self) -> bool {
-        matches!(
-            self,
-            PctCommand::Create(_)
-                | PctCommand::Start { .. }
-                | PctCommand::Stop { .. }
-                | PctCommand::Shutdown { .. }
-                | PctCommand::Destroy { .. }
-                | PctCommand::Set { .. }
-                | PctCommand::Template { .. }
-                | PctCommand::Clone(_)
-        )
+        self.is_worker_task() || matches!(self, PctCommand::Set { .. })
     }
 
     /// Whether pct runs it as a worker task (progress on stdout, `TASK ERROR`, warnings).

@@ -82,15 +82,7 @@ impl PodContainer {
         let owner = format!("{}/{}", req.namespace, req.id);
         let process = crate::backend::pct::create::process_of(req)?;
         let (cspec, binds) = container_spec(&req.spec, &process, name, shares_pod_pid(&req.spec))?;
-        let lease = template::Packer {
-            cfg: &req.config.pct,
-            mounts: &req.rootfs,
-            spec: &req.spec,
-            bundle: &req.bundle,
-            process: Some(&process),
-        }
-        .ensure()
-        .await?;
+        let lease = template::ensure_for(req, &process).await?;
         let archive = std::fs::File::open(lease.path())
             .map_err(|e| Error::io(format!("open {}", lease.path().display()), e))?;
         let t = Instant::now();

@@ -174,6 +174,23 @@ pub struct Packer<'a> {
     pub process: Option<&'a oci_spec::runtime::Process>,
 }
 
+/// The leased template of a create request's rootfs, its process checked first (see
+/// [`Packer`]).
+pub async fn ensure_for(
+    req: &crate::backend::CreateRequest,
+    process: &oci_spec::runtime::Process,
+) -> Result<TemplateLease> {
+    Packer {
+        cfg: &req.config.pct,
+        mounts: &req.rootfs,
+        spec: &req.spec,
+        bundle: &req.bundle,
+        process: Some(process),
+    }
+    .ensure()
+    .await
+}
+
 impl Packer<'_> {
     /// The leased template; hold the lease until `pct create` has returned.
     pub async fn ensure(&self) -> Result<TemplateLease> {
