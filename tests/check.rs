@@ -278,3 +278,36 @@ fn gc_prunes_templates_on_request() {
         "gc removed a file that is not a template"
     );
 }
+
+/// `-v` names the revision the binary was built from: in a git checkout, HEAD's commit (the
+/// build script follows new commits, not only branch switches).
+#[test]
+fn version_names_the_checked_out_revision() {
+    let out = run_cmd(
+        {
+            let mut c = Command::new(env!("CARGO_BIN_EXE_containerd-shim-pvelxc-v2"));
+            c.arg("-v");
+            c
+        },
+        None,
+        T,
+    );
+    assert!(out.status.success(), "{}", describe(&out));
+    let text = stdout(&out);
+    let rev = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Revision:"))
+        .map(str::trim)
+        .unwrap_or_else(|| panic!("no Revision line in -v:\n{text}"));
+    let head = Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output();
+    match (head, std::env::var_os("PVELXC_REVISION")) {
+        (Ok(h), None) if h.status.success() => {
+            assert_eq!(rev, String::from_utf8_lossy(&h.stdout).trim());
+        }
+        // Built from a tarball or with the revision given: only its presence is checked.
+        _ => assert!(!rev.is_empty(), "empty revision:\n{text}"),
+    }
+}
