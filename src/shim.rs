@@ -104,9 +104,11 @@ impl Shim for PvelxcShim {
     }
 
     async fn delete_shim(&mut self) -> containerd_shim::Result<DeleteResponse> {
-        crate::sys::reaper::start()
-            .map_err(|e| containerd_shim::Error::Other(format!("reaper: {e}")))?;
-        if let Some(record) = BundleRecord::load(&self.bundle)? {
+        let record = BundleRecord::load(&self.bundle)?;
+        if let Some(record) = record.filter(|r| !r.deleted) {
+            // The service did not finish a Delete: undo what the container left behind.
+            crate::sys::reaper::start()
+                .map_err(|e| containerd_shim::Error::Other(format!("reaper: {e}")))?;
             if let Some(kind) = record.backend {
                 let cfg = Config::load(record.config_path.as_deref())
                     .map(|l| l.config)

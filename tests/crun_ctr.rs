@@ -219,3 +219,148 @@ fn runtime_config_path() {
         describe(&out)
     );
 }
+
+// ------------------------------------------------------------------------------------------
+// The lean lifecycle (start through the exec fifo, delete begun at exit, a `delete` action
+// with nothing to do) and where it must not apply.
+// ------------------------------------------------------------------------------------------
+
+/// Once the init has exited, the runtime's state of the container goes before `task rm`
+/// (the early delete); the task still reports its exit code, a kill is refused without
+/// touching any process, and `ps` lists nothing.
+#[test]
+fn an_exited_container_is_deleted_from_the_runtime_before_task_rm() {
+    if skip_unless_our_runtime() {
+        return;
+    }
+    let env = TestEnv::new();
+    let (rootfs, _) = env.run_rootfs_detached(
+        "gone",
+        &[],
+        &[
+            "/bin/sh",
+            "-c",
+            "while [ ! -e /go ]; do sleep 0.05; done; exit 7",
+        ],
+    );
+    let state = std::path::Path::new("/run/pvelxc/crun")
+        .join(env.ns())
+        .join("gone");
+    assert!(
+        state.is_dir(),
+        "crun's state while it runs: {}",
+        state.display()
+    );
+    fs::write(rootfs.join("go"), b"").unwrap();
+    env.wait_task_status("gone", "STOPPED", T);
+    wait_until("crun's state of the exited container to go", T, || {
+        (!state.exists()).then_some(())
+    });
+    let out = env.ctr(&["task", "kill", "-s", "SIGKILL", "gone"]);
+    assert!(!out.status.success(), "{}", describe(&out));
+    assert!(
+        stderr(&out).contains("already finished"),
+        "{}",
+        describe(&out)
+    );
+    assert!(env.task_pids("gone").is_empty());
+    assert_eq!(env.task_rm_exit_code("gone"), 7);
+    env.ctr_ok(&["container", "rm", "gone"]);
+}
+
+/// A spec with hooks keeps the runtime's own `start` and `delete` (they run poststart and
+/// poststop hooks): both hooks run, once each, in order.
+#[test]
+fn hooks_keep_the_runtimes_own_start_and_delete() {
+    if skip_unless_our_runtime() {
+        return;
+    }
+    let env = TestEnv::new();
+    let out = env.ctr_ok(&["oci", "spec"]);
+    let mut spec: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let marker = env.dir().join("hooks.log");
+    let hook = |name: &str| {
+        serde_json::json!({
+            "path": "/bin/sh",
+            "args": ["sh", "-c", format!("echo {name} >> {}", marker.display())],
+        })
+    };
+    spec["hooks"] = serde_json::json!({
+        "poststart": [hook("poststart")],
+        "poststop": [hook("poststop")],
+    });
+    spec["process"]["args"] = serde_json::json!(["/bin/sh", "-c", "echo ran"]);
+    spec["process"]["env"] = serde_json::json!([CONTAINER_PATH]);
+    spec["process"]["terminal"] = serde_json::json!(false);
+    spec["root"] = serde_json::json!({"path": env.rootfs().display().to_string()});
+    let file = env.dir().join("hooked.json");
+    fs::write(&file, serde_json::to_vec(&spec).unwrap()).unwrap();
+    let file_s = file.display().to_string();
+    let runtime = env.runtime();
+    let out = env.ctr(&[
+        "run",
+        "--rm",
+        "--runtime",
+        &runtime,
+        "--config",
+        &file_s,
+        "hooked",
+    ]);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(stdout(&out).trim(), "ran");
+    let log = fs::read_to_string(&marker).unwrap_or_default();
+    assert_eq!(
+        log, "poststart\npoststop\n",
+        "hooks run by crun start and delete"
+    );
+}
+
+/// containerd runs the `delete` action after every shim exit: for a container the service
+/// deleted it does nothing (no runtime call); for one it did not, it cleans up.
+#[test]
+fn the_delete_action_skips_what_the_service_deleted() {
+    if skip_unless_our_runtime() {
+        return;
+    }
+    let env = TestEnv::new();
+    let dir = env.dir().join("late");
+    let fake = env.dir().join("fake-crun");
+    let calls = env.dir().join("fake-crun.calls");
+    fs::write(
+        &fake,
+        format!("#!/bin/sh\necho \"$*\" >> {}\n", calls.display()),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(&fake, fs::Permissions::from_mode(0o755)).unwrap();
+    let action = |deleted: bool| {
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        let record = serde_json::json!({
+            "backend": "crun",
+            "namespace": env.ns(),
+            "id": "late",
+            "config_path": null,
+            "state": {"kind": "oci", "binary": fake.display().to_string(), "root": env.dir().join("rt").display().to_string()},
+            "deleted": deleted,
+        });
+        fs::write(dir.join("pvelxc.json"), record.to_string()).unwrap();
+        let mut c = std::process::Command::new(shim_dir().join(SHIM_BINARY));
+        c.args(["-namespace", env.ns(), "-address"])
+            .arg(env.address())
+            .args(["-id", "late", "delete"])
+            .current_dir(&dir)
+            .env(
+                "TTRPC_ADDRESS",
+                format!("{}.ttrpc", env.address().display()),
+            );
+        let out = run_cmd(c, None, T);
+        assert!(out.status.success(), "delete action: {}", describe(&out));
+        fs::read_to_string(&calls).unwrap_or_default()
+    };
+    assert_eq!(action(true), "", "nothing to undo: no runtime call");
+    assert!(
+        action(false).contains("delete --force late"),
+        "an unfinished container is deleted"
+    );
+}

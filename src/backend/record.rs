@@ -70,6 +70,10 @@ pub struct BundleRecord {
     /// cleaned up after an upgrade (see [`BundleRecord::backend_state`]).
     #[serde(default, skip_serializing_if = "HashMap::is_empty")]
     pub data: HashMap<String, String>,
+    /// Set once the task service deleted the container: nothing is left for the `delete`
+    /// action, which then returns at once (containerd runs it after every shim's exit).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub deleted: bool,
 }
 
 impl BundleRecord {
@@ -96,6 +100,17 @@ impl BundleRecord {
         std::fs::write(&tmp, data)
             .and_then(|_| std::fs::rename(&tmp, &p))
             .map_err(|e| Error::io(format!("write {}", p.display()), e))
+    }
+
+    /// Mark the record of `bundle` deleted (see [`BundleRecord::deleted`]).
+    pub fn mark_deleted(bundle: &Path) -> Result<()> {
+        let Some(mut r) = Self::load(bundle)? else {
+            return Ok(());
+        };
+        r.deleted = true;
+        r.state = BackendState::None;
+        r.data.clear();
+        r.save(bundle)
     }
 
     /// The backend's state, from this version's typed field or an earlier version's map.
@@ -193,6 +208,10 @@ mod tests {
         assert_eq!(back.id, "c1");
         rec.set(BackendState::None).expect("clear");
         let back = BundleRecord::load(dir.path()).expect("load").expect("some");
+        assert_eq!(back.backend_state(), BackendState::None);
+        BundleRecord::mark_deleted(dir.path()).expect("mark");
+        let back = BundleRecord::load(dir.path()).expect("load").expect("some");
+        assert!(back.deleted);
         assert_eq!(back.backend_state(), BackendState::None);
         std::fs::write(BundleRecord::path(dir.path()), b"{").expect("corrupt");
         assert!(BundleRecord::load(dir.path()).is_err());

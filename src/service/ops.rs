@@ -174,6 +174,9 @@ impl Service {
         }
         let never_started = p.status() == Status::Created;
         c.instance.delete(never_started).await?;
+        if let Err(e) = crate::backend::BundleRecord::mark_deleted(&c.bundle) {
+            log::warn!("{id}: cannot mark the record deleted: {e}");
+        }
         if never_started {
             // The waiting init was killed by the forced delete; let its exit land.
             if p.wait_timeout(Duration::from_secs(5)).await.is_none() {

@@ -32,6 +32,8 @@ pub struct Cmd {
     stdin: Option<OwnedFd>,
     timeout: Duration,
     grace: Option<Duration>,
+    /// Execute this file descriptor instead of looking argv\[0\] up (which stays the name).
+    exec_fd: Option<OwnedFd>,
 }
 
 impl Cmd {
@@ -46,7 +48,14 @@ impl Cmd {
             stdin: None,
             timeout: Duration::from_secs(60),
             grace: None,
+            exec_fd: None,
         }
+    }
+
+    /// Run the program held by `fd` (e.g. a sealed copy of the binary) with the same argv.
+    pub fn exec_fd(mut self, fd: OwnedFd) -> Self {
+        self.exec_fd = Some(fd);
+        self
     }
 
     pub fn timeout(mut self, t: Duration) -> Self {
@@ -102,7 +111,7 @@ impl Cmd {
         };
         let (out_r, out_w) = crate::sys::fdio::pipe().map_err(|e| Error::io("pipe", e))?;
         let (err_r, err_w) = crate::sys::fdio::pipe().map_err(|e| Error::io("pipe", e))?;
-        let mut cmd = Command::new(prog);
+        let mut cmd = program(prog, self.exec_fd.as_ref());
         cmd.args(args)
             .envs(self.envs.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::from(out_w))
@@ -118,6 +127,7 @@ impl Cmd {
             _ => Error::io(format!("spawn {}", prog.to_string_lossy()), e),
         })?;
         drop(cmd); // closes our copies of the write ends
+        drop(self.exec_fd);
         let pid = child.id() as i32;
         let exit = reaper::watch(pid);
         let read_all = |fd: OwnedFd| async move {
@@ -168,6 +178,20 @@ impl Cmd {
                 )))
             }
         }
+    }
+}
+
+/// A `Command` for `prog`, or for the program in `exec_fd` with `prog` as its argv\[0\].
+pub fn program(prog: &std::ffi::OsStr, exec_fd: Option<&OwnedFd>) -> Command {
+    use std::os::unix::process::CommandExt;
+    match exec_fd {
+        Some(fd) => {
+            use std::os::fd::AsRawFd;
+            let mut c = Command::new(format!("/proc/self/fd/{}", fd.as_raw_fd()));
+            c.arg0(prog);
+            c
+        }
+        None => Command::new(prog),
     }
 }
 

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 
 use super::cli::Runtime;
-use super::instance::OciInstance;
+use super::instance::{EarlyDelete, OciInstance};
 use super::stdio::{read_pid, spawn_with_stdio};
 use crate::backend::record::OciRecord;
 use crate::backend::{Backend, BackendState, BundleRecord, CreateRequest, Instance, Spawned};
@@ -33,11 +33,14 @@ impl OciBackend {
     }
 }
 
-fn runtime(rec: &OciRecord, bundle: &Path) -> Runtime {
-    Runtime {
-        binary: rec.binary.clone(),
-        root: rec.root.clone(),
-        log: bundle.join("log.json").into_os_string(),
+impl OciBackend {
+    fn runtime(&self, rec: &OciRecord, bundle: &Path) -> Runtime {
+        Runtime {
+            binary: rec.binary.clone(),
+            root: rec.root.clone(),
+            log: bundle.join("log.json").into_os_string(),
+            sealed: self.kind == BackendKind::Crun,
+        }
     }
 }
 
@@ -73,6 +76,10 @@ impl Backend for OciBackend {
             .binary_name
             .clone()
             .unwrap_or_else(|| settings.binary.clone());
+        // Found once: no PATH search on every runtime call.
+        let binary = command::which(&binary)
+            .map(|p| p.display().to_string())
+            .unwrap_or(binary);
         // Like the runc shim: an options Root gets the namespace appended.
         let root = req
             .options
@@ -91,7 +98,7 @@ impl Backend for OciBackend {
 
         let oci = OciRecord { binary, root };
         req.record.set(BackendState::Oci(oci.clone()))?;
-        let rt = runtime(&oci, &req.bundle);
+        let rt = self.runtime(&oci, &req.bundle);
 
         let rootfs = req.bundle.join("rootfs");
         mount::mount_rootfs(&req.rootfs, &rootfs).await?;
@@ -125,26 +132,30 @@ impl Backend for OciBackend {
                 return Err(e);
             }
         };
-        let exit = reaper::watch(pid as i32);
-        let host_pid = !has_pid_namespace(&req.spec);
-        let exit_rt = rt.clone();
-        let exit_id = req.id.clone();
-        let exit: crate::backend::ExitFuture = Box::pin(async move {
-            let code = exit.await.unwrap_or_else(|_| reaper::Exit::new(255));
-            if host_pid {
-                // Without a pid namespace the init's children outlive it: end them too.
-                let _ = exit_rt.run(["kill", "--all", exit_id.as_str(), "9"]).await;
-            }
-            code
-        });
         let cgroup = Cgroup::of_pid(pid).ok();
-        let oom = cgroup.as_ref().and_then(|c| match c.watch_oom() {
-            Ok(rx) => Some(rx),
-            Err(e) => {
+        let (oom, flush) = match cgroup.as_ref().map(Cgroup::watch_oom_flushable) {
+            Some(Ok((rx, flush))) => (Some(rx), flush),
+            Some(Err(e)) => {
                 log::warn!("{}: OOM events unavailable: {e}", req.id);
-                None
+                (None, None)
             }
-        });
+            None => (None, None),
+        };
+        // Nothing of the container runs once its init is gone (with its own pid namespace;
+        // without, after `kill --all`): the runtime's `delete` can start then instead of when
+        // containerd asks. Not with hooks (they run at start and delete: keep crun's own
+        // timing), nor where OOM kills are not counted (one could not be read once the
+        // cgroup is gone).
+        let plain = !has_hooks(&req.spec);
+        let early = (plain && (flush.is_some() || cgroup.is_none())).then(EarlyDelete::default);
+        let exit = on_exit(
+            reaper::watch(pid as i32),
+            rt.clone(),
+            req.id.clone(),
+            !has_pid_namespace(&req.spec),
+            flush,
+            early.clone(),
+        );
         let inst = OciInstance {
             id: req.id.clone(),
             bundle: req.bundle.clone(),
@@ -153,6 +164,8 @@ impl Backend for OciBackend {
             cgroup,
             oom: Mutex::new(oom),
             rootfs_mounted,
+            fifo_start: plain && self.kind == BackendKind::Crun,
+            early,
         };
         Ok((Arc::new(inst), Spawned { pid, io, exit }))
     }
@@ -163,7 +176,7 @@ impl Backend for OciBackend {
             BackendState::Oci(o) => o,
             _ => OciRecord::default(),
         };
-        let rt = runtime(&oci, &bundle);
+        let rt = self.runtime(&oci, &bundle);
         if !rt.binary.is_empty() {
             match rt.run(["delete", "--force", record.id.as_str()]).await {
                 Ok(_) | Err(Error::NotFound(_)) => {}
@@ -172,6 +185,48 @@ impl Backend for OciBackend {
         }
         mount::unmount_all(&bundle.join("rootfs"))
     }
+}
+
+/// What happens when the init has exited: end what it left without a pid namespace, report
+/// OOM kills not seen yet, and begin the early delete.
+fn on_exit(
+    exit: tokio::sync::oneshot::Receiver<reaper::Exit>,
+    rt: Runtime,
+    id: String,
+    host_pid: bool,
+    flush: Option<crate::sys::cgroup::OomFlush>,
+    early: Option<EarlyDelete>,
+) -> crate::backend::ExitFuture {
+    Box::pin(async move {
+        let code = exit.await.unwrap_or_else(|_| reaper::Exit::new(255));
+        if host_pid {
+            // Without a pid namespace the init's children outlive it: end them too.
+            let _ = rt.run(["kill", "--all", id.as_str(), "9"]).await;
+        }
+        if let Some(f) = flush {
+            f.report();
+        }
+        if let Some(early) = early {
+            early.begin(rt, id);
+        }
+        code
+    })
+}
+
+/// Whether the spec has hooks of any kind.
+fn has_hooks(spec: &oci_spec::runtime::Spec) -> bool {
+    spec.hooks().as_ref().is_some_and(|h| {
+        let n = |v: &Option<Vec<oci_spec::runtime::Hook>>| v.as_ref().map_or(0, Vec::len);
+        #[allow(deprecated)]
+        let prestart = n(h.prestart());
+        prestart
+            + n(h.create_runtime())
+            + n(h.create_container())
+            + n(h.start_container())
+            + n(h.poststart())
+            + n(h.poststop())
+            > 0
+    })
 }
 
 fn has_pid_namespace(spec: &oci_spec::runtime::Spec) -> bool {

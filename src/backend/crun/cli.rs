@@ -13,6 +13,8 @@ pub struct Runtime {
     pub root: String,
     /// Where the runtime writes its JSON log; read back for error messages.
     pub log: OsString,
+    /// Run it from a sealed in-memory copy (crun: see `sealed.rs`).
+    pub sealed: bool,
 }
 
 impl Runtime {
@@ -26,6 +28,17 @@ impl Runtime {
             "--log-format".into(),
             "json".into(),
         ]
+    }
+
+    /// A sealed copy of the binary to execute, when this runtime takes one (None: run the
+    /// binary itself, crun then copies itself).
+    pub fn program(&self) -> Option<std::os::fd::OwnedFd> {
+        if !self.sealed {
+            return None;
+        }
+        super::sealed::copy(Path::new(&self.binary))
+            .inspect_err(|e| log::debug!("sealed copy of {}: {e}", self.binary))
+            .ok()
     }
 
     pub fn argv<I, S>(&self, args: I) -> Vec<OsString>
@@ -49,10 +62,11 @@ impl Runtime {
             .get(7)
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let out = Cmd::new(argv)
-            .timeout(Duration::from_secs(60))
-            .output()
-            .await?;
+        let mut cmd = Cmd::new(argv).timeout(Duration::from_secs(60));
+        if let Some(fd) = self.program() {
+            cmd = cmd.exec_fd(fd);
+        }
+        let out = cmd.output().await?;
         if out.success() {
             return Ok(out);
         }
@@ -124,6 +138,7 @@ mod tests {
             binary: "crun".into(),
             root: "/run/pvelxc/crun/default".into(),
             log: "/b/log.json".into(),
+            sealed: false,
         };
         let v: Vec<String> = rt
             .argv(["kill", "c1", "9"])

@@ -2,13 +2,15 @@
 //! signal to an exec'd process).
 
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use oci_spec::runtime::{LinuxResources, Process};
 use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 
 use super::cli::Runtime;
+use super::fifo;
 use super::stdio::{read_pid, spawn_with_stdio};
 use crate::backend::{Instance, Spawned, Target};
 use crate::error::{Error, Result};
@@ -25,11 +27,66 @@ pub struct OciInstance {
     pub(super) cgroup: Option<Cgroup>,
     pub(super) oom: Mutex<Option<mpsc::UnboundedReceiver<()>>>,
     pub(super) rootfs_mounted: bool,
+    /// Start by writing the exec fifo (crun, no hooks; see `fifo.rs`).
+    pub(super) fifo_start: bool,
+    /// The runtime's `delete`, begun when the init exited (None: at Delete, as usual).
+    pub(super) early: Option<EarlyDelete>,
+}
+
+/// The runtime's `delete` run as soon as the init has exited, so that containerd's Delete
+/// only waits for what is left of it. Its outcome: true once the runtime deleted the
+/// container.
+#[derive(Clone, Default)]
+pub struct EarlyDelete(Arc<Mutex<Option<JoinHandle<bool>>>>);
+
+impl EarlyDelete {
+    pub(super) fn begin(&self, rt: Runtime, id: String) {
+        let task = tokio::spawn(async move {
+            match rt.run(["delete", id.as_str()]).await {
+                Ok(_) => true,
+                Err(e) => {
+                    log::debug!("{id}: early delete: {e}");
+                    false
+                }
+            }
+        });
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(task);
+    }
+
+    /// Whether the init has exited (the early delete began).
+    fn begun(&self) -> bool {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).is_some()
+    }
+
+    /// Wait for the early delete: true when it deleted the container.
+    async fn finish(&self) -> bool {
+        let task = self.0.lock().unwrap_or_else(|p| p.into_inner()).take();
+        match task {
+            Some(t) => t.await.unwrap_or(false),
+            None => false,
+        }
+    }
+}
+
+impl OciInstance {
+    /// The init has exited and the container is (being) deleted: the runtime knows it no
+    /// more, and its pid may already belong to another process.
+    fn gone(&self) -> bool {
+        self.early.as_ref().is_some_and(EarlyDelete::begun)
+    }
 }
 
 #[async_trait]
 impl Instance for OciInstance {
     async fn start(&self) -> Result<Option<u32>> {
+        if self.fifo_start {
+            match fifo::release(std::path::Path::new(&self.rt.root), &self.id) {
+                Ok(()) => return Ok(None),
+                Err(fifo::NotUsable(why)) => {
+                    log::debug!("{}: {why}; running `{} start`", self.id, self.rt.binary)
+                }
+            }
+        }
         self.rt.run(["start", self.id.as_str()]).await.map(|_| None)
     }
 
@@ -72,6 +129,7 @@ impl Instance for OciInstance {
 
     async fn kill(&self, target: Target<'_>, signal: u32, all: bool) -> Result<()> {
         match target {
+            Target::Init if self.gone() => Err(Error::NotFound("process already finished".into())),
             Target::Init => {
                 let sig = signal.to_string();
                 let mut args = vec!["kill"];
@@ -114,14 +172,19 @@ impl Instance for OciInstance {
     }
 
     async fn pause(&self) -> Result<()> {
+        self.running()?;
         self.rt.run(["pause", self.id.as_str()]).await.map(|_| ())
     }
 
     async fn resume(&self) -> Result<()> {
+        self.running()?;
         self.rt.run(["resume", self.id.as_str()]).await.map(|_| ())
     }
 
     async fn pids(&self) -> Result<Vec<u32>> {
+        if self.gone() {
+            return Ok(Vec::new());
+        }
         let out = self
             .rt
             .run(["ps", "--format", "json", self.id.as_str()])
@@ -141,6 +204,7 @@ impl Instance for OciInstance {
     }
 
     async fn update(&self, resources: &LinuxResources) -> Result<()> {
+        self.running()?;
         let file = self.bundle.join("update.json");
         std::fs::write(&file, serde_json::to_vec(resources)?)
             .map_err(|e| Error::io("write update.json", e))?;
@@ -158,14 +222,20 @@ impl Instance for OciInstance {
     }
 
     async fn delete(&self, force: bool) -> Result<()> {
-        let mut args = vec!["delete"];
-        if force {
-            args.push("--force");
-        }
-        args.push(self.id.as_str());
-        match self.rt.run(args).await {
-            Ok(_) | Err(Error::NotFound(_)) => {}
-            Err(e) => return Err(e),
+        let deleted = match &self.early {
+            Some(early) if !force => early.finish().await,
+            _ => false,
+        };
+        if !deleted {
+            let mut args = vec!["delete"];
+            if force {
+                args.push("--force");
+            }
+            args.push(self.id.as_str());
+            match self.rt.run(args).await {
+                Ok(_) | Err(Error::NotFound(_)) => {}
+                Err(e) => return Err(e),
+            }
         }
         if self.rootfs_mounted {
             mount::unmount_all(&self.bundle.join("rootfs"))?;
@@ -175,6 +245,18 @@ impl Instance for OciInstance {
 
     fn oom_events(&self) -> Option<mpsc::UnboundedReceiver<()>> {
         self.oom.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+}
+
+impl OciInstance {
+    fn running(&self) -> Result<()> {
+        if self.gone() {
+            return Err(Error::precondition(format!(
+                "container {} has exited",
+                self.id
+            )));
+        }
+        Ok(())
     }
 }
 

@@ -73,12 +73,14 @@ async fn run_with_stdio(
     let Some((prog, rest)) = argv.split_first() else {
         return Err(Error::internal("empty argv"));
     };
-    let mut cmd = std::process::Command::new(prog);
+    let exec_fd = rt.program();
+    let mut cmd = crate::sys::command::program(prog, exec_fd.as_ref());
     cmd.args(rest).stdin(i).stdout(o).stderr(e);
     let child = cmd
         .spawn()
         .map_err(|e| Error::io(format!("spawn {}", prog.to_string_lossy()), e))?;
     drop(cmd);
+    drop(exec_fd);
     let code = tokio::time::timeout(
         std::time::Duration::from_secs(60),
         reaper::watch(child.id() as i32),

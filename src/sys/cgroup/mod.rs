@@ -8,6 +8,8 @@ use std::collections::HashMap;
 use std::io::Read;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
@@ -117,6 +119,12 @@ impl Cgroup {
 
     /// A stream of OOM kills in this cgroup (v1: memory.oom_control eventfd; v2: memory.events).
     pub fn watch_oom(&self) -> Result<mpsc::UnboundedReceiver<()>> {
+        self.watch_oom_flushable().map(|(rx, _)| rx)
+    }
+
+    /// [`Cgroup::watch_oom`], with (where the kernel counts kills) a handle that reports the kills the watcher
+    /// has not seen yet, so they are not lost when the cgroup is removed right after an exit.
+    pub fn watch_oom_flushable(&self) -> Result<(mpsc::UnboundedReceiver<()>, Option<OomFlush>)> {
         let (tx, rx) = mpsc::unbounded_channel();
         match self {
             Cgroup::V1(_) => {
@@ -133,35 +141,76 @@ impl Cgroup {
                 )
                 .map_err(|e| Error::io("register OOM eventfd", e))?;
                 let afd = crate::sys::fdio::register(efd).map_err(|e| Error::io("eventfd", e))?;
+                let flush = OomFlush::new(dir.join("memory.oom_control"), tx);
+                // Kernels before 4.13 do not count kills: one message per notification then.
+                let counted = flush.oom_kills().is_some();
+                let watcher = flush.clone();
                 tokio::spawn(async move {
                     let _keep_registered = ctl;
                     // The eventfd also fires when the cgroup is removed.
-                    on_each_wakeup(afd, || dir.exists() && tx.send(()).is_ok()).await;
-                });
-            }
-            Cgroup::V2(dir) => {
-                use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
-                let events = dir.join("memory.events");
-                let ino = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC)?;
-                ino.add_watch(&events, AddWatchFlags::IN_MODIFY)?;
-                let afd = crate::sys::fdio::register(OwnedFd::from(ino))
-                    .map_err(|e| Error::io("inotify", e))?;
-                let oom_kills = move || read_kv(&events).get("oom_kill").copied();
-                let mut last = oom_kills().unwrap_or(0);
-                tokio::spawn(async move {
                     on_each_wakeup(afd, || {
-                        let Some(now) = oom_kills() else {
-                            return false; // the cgroup is gone
-                        };
-                        let fresh = now.saturating_sub(last);
-                        last = last.max(now);
-                        (0..fresh).all(|_| tx.send(()).is_ok())
+                        dir.exists()
+                            && if counted {
+                                watcher.report()
+                            } else {
+                                watcher.tx.send(()).is_ok()
+                            }
                     })
                     .await;
                 });
+                Ok((rx, counted.then_some(flush)))
+            }
+            Cgroup::V2(dir) => {
+                use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
+                let ino = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC)?;
+                ino.add_watch(&dir.join("memory.events"), AddWatchFlags::IN_MODIFY)?;
+                let afd = crate::sys::fdio::register(OwnedFd::from(ino))
+                    .map_err(|e| Error::io("inotify", e))?;
+                let flush = OomFlush::new(dir.join("memory.events"), tx);
+                let watcher = flush.clone();
+                tokio::spawn(async move {
+                    on_each_wakeup(afd, || watcher.report()).await;
+                });
+                Ok((rx, Some(flush)))
             }
         }
-        Ok(rx)
+    }
+}
+
+/// Reports OOM kills of a cgroup not reported yet, from its `oom_kill` counter (v2:
+/// memory.events, v1: memory.oom_control); shared with its watcher: each kill is reported
+/// once, by whichever reads the counter first.
+#[derive(Clone)]
+pub struct OomFlush {
+    file: PathBuf,
+    seen: Arc<AtomicU64>,
+    tx: mpsc::UnboundedSender<()>,
+}
+
+impl OomFlush {
+    /// Counting from the kills there are now.
+    fn new(file: PathBuf, tx: mpsc::UnboundedSender<()>) -> Self {
+        let f = OomFlush {
+            file,
+            seen: Arc::new(AtomicU64::new(0)),
+            tx,
+        };
+        f.seen.store(f.oom_kills().unwrap_or(0), Ordering::SeqCst);
+        f
+    }
+
+    fn oom_kills(&self) -> Option<u64> {
+        read_kv(&self.file).get("oom_kill").copied()
+    }
+
+    /// Send one message per kill since the last report; false once the cgroup or the
+    /// receiver is gone.
+    pub fn report(&self) -> bool {
+        let Some(now) = self.oom_kills() else {
+            return false;
+        };
+        let before = self.seen.fetch_max(now, Ordering::SeqCst);
+        (0..now.saturating_sub(before)).all(|_| self.tx.send(()).is_ok())
     }
 }
 
