@@ -260,6 +260,7 @@ SHORT_FILTER=(
     kill_all_stops_every_process oom_event_and_exit_137 cpu_shares_become_cpu_weight
     run_rootfs_image_null_io_and_template_reuse detached_exec_ps_pause_resume_metrics_kill_and_pct_list
     term_trap_and_admin_stop_shutdown kill_all_reaches_every_process_of_the_ct events_in_order
+    an_exited_container_is_deleted_from_the_runtime_before_task_rm hooks_keep_the_runtimes_own_start_and_delete
 )
 {
     echo "TARGET=$TARGET"

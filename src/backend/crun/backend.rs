@@ -31,9 +31,7 @@ impl OciBackend {
             _ => &config.crun,
         }
     }
-}
 
-impl OciBackend {
     fn runtime(&self, rec: &OciRecord, bundle: &Path) -> Runtime {
         Runtime {
             binary: rec.binary.clone(),
@@ -144,8 +142,8 @@ impl Backend for OciBackend {
         // Nothing of the container runs once its init is gone (with its own pid namespace;
         // without, after `kill --all`): the runtime's `delete` can start then instead of when
         // containerd asks. Not with hooks (they run at start and delete: keep crun's own
-        // timing), nor where OOM kills are not counted (one could not be read once the
-        // cgroup is gone).
+        // timing), nor on cgroup v1 (its OOM notification comes before the kill is counted,
+        // so a kill could not be read once the cgroup is gone).
         let plain = !has_hooks(&req.spec);
         let early = (plain && (flush.is_some() || cgroup.is_none())).then(EarlyDelete::default);
         let exit = on_exit(

@@ -9,7 +9,14 @@
 
 use std::io::Write;
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// How long Start waits for the released init to exec the user's program.
+const EXEC_WAIT: Duration = Duration::from_millis(100);
+/// Within this much of it, the wait polls every 50 µs without yielding to the runtime (an init
+/// execs within a millisecond or so); after, once per timer tick.
+const EXEC_SPIN: Duration = Duration::from_millis(2);
 
 /// Why the fifo could not be used (the caller then runs the runtime's `start`).
 #[derive(Debug)]
@@ -34,6 +41,33 @@ pub fn release(root: &Path, id: &str) -> Result<(), NotUsable> {
         .map_err(|e| NotUsable(format!("unlink {}: {e}", path.display())))?;
     (&f).write_all(&[0])
         .map_err(|e| NotUsable(format!("write {}: {e}", path.display())))
+}
+
+/// The program process `pid` runs (`/proc/<pid>/exe`), None once it is gone.
+pub fn program_of(pid: u32) -> Option<PathBuf> {
+    std::fs::read_link(format!("/proc/{pid}/exe")).ok()
+}
+
+/// Wait, bounded by [`EXEC_WAIT`], until the released init `pid` no longer runs `before` (the
+/// runtime's code): it has exec'd the user's program, or ended. `crun start` returns about
+/// that late; a caller listing the container's processes right after Start sees the program.
+pub async fn wait_exec(pid: u32, before: Option<PathBuf>) {
+    let Some(before) = before else {
+        return;
+    };
+    let start = Instant::now();
+    while program_of(pid).as_ref() == Some(&before) {
+        let waited = start.elapsed();
+        if waited > EXEC_WAIT {
+            log::debug!("init {pid} still runs the runtime's code after {waited:?}");
+            return;
+        }
+        if waited < EXEC_SPIN {
+            std::thread::sleep(Duration::from_micros(50));
+        } else {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
 }
 
 #[cfg(test)]
@@ -62,6 +96,34 @@ mod tests {
         let mut b = [9u8; 2];
         assert_eq!(reader.read(&mut b).expect("read"), 1);
         assert_eq!(b[0], 0);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn the_wait_ends_when_the_program_changes_or_is_gone() {
+        let mut child = std::process::Command::new("/bin/sh")
+            .args(["-c", "read x; exec sleep 5"])
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .expect("sh");
+        let pid = child.id();
+        let before = program_of(pid);
+        assert!(before.is_some());
+        let t = Instant::now();
+        wait_exec(pid, before.clone()).await;
+        assert!(
+            t.elapsed() >= EXEC_WAIT,
+            "no exec yet: waits the whole bound"
+        );
+        use std::io::Write;
+        let mut stdin = child.stdin.take().expect("stdin");
+        stdin.write_all(b"go\n").expect("write");
+        let t = Instant::now();
+        wait_exec(pid, before).await;
+        assert!(t.elapsed() < EXEC_WAIT, "the exec ends the wait");
+        assert_ne!(program_of(pid), program_of(std::process::id()));
+        let _ = child.kill();
+        let _ = child.wait();
+        assert_eq!(program_of(pid), None);
     }
 
     #[test]

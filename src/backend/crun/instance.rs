@@ -80,8 +80,12 @@ impl OciInstance {
 impl Instance for OciInstance {
     async fn start(&self) -> Result<Option<u32>> {
         if self.fifo_start {
+            let before = fifo::program_of(self.pid);
             match fifo::release(std::path::Path::new(&self.rt.root), &self.id) {
-                Ok(()) => return Ok(None),
+                Ok(()) => {
+                    fifo::wait_exec(self.pid, before).await;
+                    return Ok(None);
+                }
                 Err(fifo::NotUsable(why)) => {
                     log::debug!("{}: {why}; running `{} start`", self.id, self.rt.binary)
                 }

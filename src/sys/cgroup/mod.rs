@@ -122,7 +122,7 @@ impl Cgroup {
         self.watch_oom_flushable().map(|(rx, _)| rx)
     }
 
-    /// [`Cgroup::watch_oom`], with (where the kernel counts kills) a handle that reports the kills the watcher
+    /// [`Cgroup::watch_oom`], with (cgroup v2, whose notification follows the count) a handle that reports the kills the watcher
     /// has not seen yet, so they are not lost when the cgroup is removed right after an exit.
     pub fn watch_oom_flushable(&self) -> Result<(mpsc::UnboundedReceiver<()>, Option<OomFlush>)> {
         let (tx, rx) = mpsc::unbounded_channel();
@@ -141,24 +141,14 @@ impl Cgroup {
                 )
                 .map_err(|e| Error::io("register OOM eventfd", e))?;
                 let afd = crate::sys::fdio::register(efd).map_err(|e| Error::io("eventfd", e))?;
-                let flush = OomFlush::new(dir.join("memory.oom_control"), tx);
-                // Kernels before 4.13 do not count kills: one message per notification then.
-                let counted = flush.oom_kills().is_some();
-                let watcher = flush.clone();
+                // The notification comes before the kill is counted (memory.oom_control's
+                // oom_kill): one message per notification, and no flush handle.
                 tokio::spawn(async move {
                     let _keep_registered = ctl;
                     // The eventfd also fires when the cgroup is removed.
-                    on_each_wakeup(afd, || {
-                        dir.exists()
-                            && if counted {
-                                watcher.report()
-                            } else {
-                                watcher.tx.send(()).is_ok()
-                            }
-                    })
-                    .await;
+                    on_each_wakeup(afd, || dir.exists() && tx.send(()).is_ok()).await;
                 });
-                Ok((rx, counted.then_some(flush)))
+                Ok((rx, None))
             }
             Cgroup::V2(dir) => {
                 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
@@ -177,9 +167,9 @@ impl Cgroup {
     }
 }
 
-/// Reports OOM kills of a cgroup not reported yet, from its `oom_kill` counter (v2:
-/// memory.events, v1: memory.oom_control); shared with its watcher: each kill is reported
-/// once, by whichever reads the counter first.
+/// Reports OOM kills of a cgroup v2 not reported yet, from the `oom_kill` counter of its
+/// memory.events; shared with its watcher: each kill is reported once, by whichever reads the
+/// counter first.
 #[derive(Clone)]
 pub struct OomFlush {
     file: PathBuf,
