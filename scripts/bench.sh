@@ -17,12 +17,9 @@
 set -euo pipefail
 
 REPO_ROOT=$(cd "$(dirname "$0")/.." && pwd)
-DIST_DIR=$REPO_ROOT/target/x86_64-unknown-linux-gnu/dist
-if [ -z "${PVELXC_SHIM_DIR:-}" ] && [ -x "$DIST_DIR/containerd-shim-pvelxc-v2" ]; then
-    export PVELXC_SHIM_DIR=$DIST_DIR
-fi
 # shellcheck source=scripts/lib.sh
 . "$REPO_ROOT/scripts/lib.sh"
+prefer_installed_build
 
 RUNS=${1:-30}
 [ "$RUNS" -ge 20 ] || die "RUNS must be >= 20"

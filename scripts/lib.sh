@@ -12,6 +12,15 @@ CONTAINER_PATH_ENV="PATH=/bin:/sbin:/usr/bin:/usr/sbin"
 
 die() { echo "error: $*" >&2; exit 1; }
 
+# prefer_installed_build: unless PVELXC_SHIM_DIR says otherwise, measure the build that
+# scripts/setup.sh installs (static, profile `dist`) when it has been built.
+prefer_installed_build() {
+    local dist=$REPO_ROOT/target/x86_64-unknown-linux-gnu/dist
+    if [ -z "${PVELXC_SHIM_DIR:-}" ] && [ -x "$dist/containerd-shim-pvelxc-v2" ]; then
+        SHIM_DIR=$dist
+    fi
+}
+
 # hugetlb fix for crun on cgroup v1/hybrid hosts (crun refuses hybrid mode without it).
 hugetlb_fix() {
     if [ "$(stat -fc %T /sys/fs/cgroup 2>/dev/null)" = tmpfs ] && ! mountpoint -q /sys/fs/cgroup/hugetlb; then

@@ -226,7 +226,7 @@ fn runtime_config_path() {
 // ------------------------------------------------------------------------------------------
 
 /// Once the init has exited, the runtime's state of the container goes before `task rm`
-/// (the early delete, on cgroup v2 hosts: Proxmox VE 8 and 9, the lab); the task still reports its exit code, a kill is refused without
+/// (the early delete); the task still reports its exit code, a kill is refused without
 /// touching any process, and `ps` lists nothing.
 #[test]
 fn an_exited_container_is_deleted_from_the_runtime_before_task_rm() {
@@ -253,15 +253,9 @@ fn an_exited_container_is_deleted_from_the_runtime_before_task_rm() {
     );
     fs::write(rootfs.join("go"), b"").unwrap();
     env.wait_task_status("gone", "STOPPED", T);
-    if std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
-        wait_until("crun's state of the exited container to go", T, || {
-            (!state.exists()).then_some(())
-        });
-    } else {
-        // cgroup v1: an OOM kill is counted only after its notification, so the runtime's
-        // delete waits for `task rm` (see backend.rs); the rest holds all the same.
-        assert!(state.is_dir(), "cgroup v1: kept until task rm");
-    }
+    wait_until("crun's state of the exited container to go", T, || {
+        (!state.exists()).then_some(())
+    });
     let out = env.ctr(&["task", "kill", "-s", "SIGKILL", "gone"]);
     assert!(!out.status.success(), "{}", describe(&out));
     assert!(

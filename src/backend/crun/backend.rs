@@ -142,8 +142,8 @@ impl Backend for OciBackend {
         // Nothing of the container runs once its init is gone (with its own pid namespace;
         // without, after `kill --all`): the runtime's `delete` can start then instead of when
         // containerd asks. Not with hooks (they run at start and delete: keep crun's own
-        // timing), nor on cgroup v1 (its OOM notification comes before the kill is counted,
-        // so a kill could not be read once the cgroup is gone).
+        // timing), nor where the kernel does not count OOM kills (one not yet reported could
+        // not be told once the cgroup is gone).
         let plain = !has_hooks(&req.spec);
         let early = (plain && (flush.is_some() || cgroup.is_none())).then(EarlyDelete::default);
         let exit = on_exit(
@@ -202,7 +202,7 @@ fn on_exit(
             let _ = rt.run(["kill", "--all", id.as_str(), "9"]).await;
         }
         if let Some(f) = flush {
-            f.report();
+            f.flush();
         }
         if let Some(early) = early {
             early.begin(rt, id);

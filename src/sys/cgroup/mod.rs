@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::io::Read;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use tokio::sync::mpsc;
@@ -122,7 +122,7 @@ impl Cgroup {
         self.watch_oom_flushable().map(|(rx, _)| rx)
     }
 
-    /// [`Cgroup::watch_oom`], with (cgroup v2, whose notification follows the count) a handle that reports the kills the watcher
+    /// [`Cgroup::watch_oom`], with (where the kernel counts kills) a handle that reports the kills the watcher
     /// has not seen yet, so they are not lost when the cgroup is removed right after an exit.
     pub fn watch_oom_flushable(&self) -> Result<(mpsc::UnboundedReceiver<()>, Option<OomFlush>)> {
         let (tx, rx) = mpsc::unbounded_channel();
@@ -141,14 +141,16 @@ impl Cgroup {
                 )
                 .map_err(|e| Error::io("register OOM eventfd", e))?;
                 let afd = crate::sys::fdio::register(efd).map_err(|e| Error::io("eventfd", e))?;
-                // The notification comes before the kill is counted (memory.oom_control's
-                // oom_kill): one message per notification, and no flush handle.
+                let flush = OomFlush::new(dir.join("memory.oom_control"), tx);
+                // Kernels before 4.13 do not count kills: no flush handle there.
+                let counted = flush.oom_kills().is_some();
+                let watcher = flush.clone();
                 tokio::spawn(async move {
                     let _keep_registered = ctl;
                     // The eventfd also fires when the cgroup is removed.
-                    on_each_wakeup(afd, || dir.exists() && tx.send(()).is_ok()).await;
+                    on_each_wakeup(afd, || dir.exists() && watcher.notified()).await;
                 });
-                Ok((rx, None))
+                Ok((rx, counted.then_some(flush)))
             }
             Cgroup::V2(dir) => {
                 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
@@ -167,13 +169,18 @@ impl Cgroup {
     }
 }
 
-/// Reports OOM kills of a cgroup v2 not reported yet, from the `oom_kill` counter of its
-/// memory.events; shared with its watcher: each kill is reported once, by whichever reads the
-/// counter first.
+/// Reports the OOM kills of a cgroup its watcher has not reported, once the container's init
+/// has exited ([`OomFlush::flush`]), so none is lost when the cgroup is removed right after.
+/// The count is the `oom_kill` counter (v2: memory.events, v1: memory.oom_control), shared with
+/// the watcher so that each kill is reported once:
+/// - v2: the notification follows the count: the watcher reports the counter's increase;
+/// - v1: the notification comes *before* the kill is counted: the watcher reports one per
+///   notification, as it always did, and stops reporting once the flush has run.
 #[derive(Clone)]
 pub struct OomFlush {
     file: PathBuf,
     seen: Arc<AtomicU64>,
+    flushed: Arc<AtomicBool>,
     tx: mpsc::UnboundedSender<()>,
 }
 
@@ -183,6 +190,7 @@ impl OomFlush {
         let f = OomFlush {
             file,
             seen: Arc::new(AtomicU64::new(0)),
+            flushed: Arc::new(AtomicBool::new(false)),
             tx,
         };
         f.seen.store(f.oom_kills().unwrap_or(0), Ordering::SeqCst);
@@ -193,14 +201,29 @@ impl OomFlush {
         read_kv(&self.file).get("oom_kill").copied()
     }
 
-    /// Send one message per kill since the last report; false once the cgroup or the
-    /// receiver is gone.
-    pub fn report(&self) -> bool {
+    /// v2 watcher: one message per kill counted since the last report; false once the cgroup
+    /// or the receiver is gone.
+    fn report(&self) -> bool {
         let Some(now) = self.oom_kills() else {
             return false;
         };
         let before = self.seen.fetch_max(now, Ordering::SeqCst);
         (0..now.saturating_sub(before)).all(|_| self.tx.send(()).is_ok())
+    }
+
+    /// v1 watcher: one message for this notification (none after the flush); false to stop.
+    fn notified(&self) -> bool {
+        if self.flushed.load(Ordering::SeqCst) {
+            return false;
+        }
+        self.seen.fetch_add(1, Ordering::SeqCst);
+        self.tx.send(()).is_ok()
+    }
+
+    /// The init has exited: report what was counted and not reported yet.
+    pub fn flush(&self) {
+        self.flushed.store(true, Ordering::SeqCst);
+        self.report();
     }
 }
 

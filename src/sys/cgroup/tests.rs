@@ -189,3 +189,47 @@ async fn v2_oom_kill_increments_are_oom_events() {
     std::fs::remove_file(h.root().join(events)).expect("rm");
     assert_eq!(next(&mut rx, long).await, Some(None), "stream closed");
 }
+
+/// Each OOM kill is reported once, whether the watcher or the flush at exit sees it first.
+#[test]
+fn oom_flush_reports_each_kill_once() {
+    let dir = tempfile::tempdir().expect("dir");
+    let file = dir.path().join("memory.oom_control");
+    let count = |n: u64| {
+        std::fs::write(
+            &file,
+            format!("oom_kill_disable 0\nunder_oom 0\noom_kill {n}\n"),
+        )
+        .expect("write")
+    };
+    let drain =
+        |rx: &mut mpsc::UnboundedReceiver<()>| std::iter::from_fn(|| rx.try_recv().ok()).count();
+
+    // v1, the watcher first: its notification came before the count; the flush adds nothing.
+    count(4);
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let f = OomFlush::new(file.clone(), tx);
+    assert!(f.notified());
+    count(5);
+    f.flush();
+    assert_eq!(drain(&mut rx), 1);
+
+    // v1, the exit first (the notification still queued): the flush reports it, the late
+    // notification is dropped.
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let f = OomFlush::new(file.clone(), tx);
+    count(7);
+    f.flush();
+    assert!(!f.notified());
+    assert_eq!(drain(&mut rx), 2);
+
+    // v2: the counter's increase, by the watcher or the flush, once.
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let f = OomFlush::new(file.clone(), tx);
+    count(8);
+    assert!(f.report());
+    count(9);
+    f.flush();
+    assert!(f.report());
+    assert_eq!(drain(&mut rx), 2);
+}
