@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
-# Where the time of a `ctr run --rm /bin/true` goes, our shim and the stock shim side by side:
-# RUNS back-to-back runs of each under `perf record` of the scheduler's exec/exit/fork events
-# (cheap tracepoints, no syscall tracing), split into phases by the processes that start and end.
+# Where the time of a `ctr run --rm /bin/true` (or a `ctr task exec /bin/true`) goes, our shim
+# and the stock shim side by side: RUNS back-to-back runs of each under `perf record` of the
+# scheduler's exec/exit/fork events (cheap tracepoints, no syscall tracing), split into phases by
+# the processes that start and end.
 #
-#   scripts/bench-trace.sh [RUNS]     (default 20; needs perf, python3, root)
+#   scripts/bench-trace.sh [RUNS] [run|exec]    (default 20 run; needs perf, python3, root)
 #
-# Phases (medians, ms): ctr start → shim `start` action (containerd's work before the shim);
+# run phases (medians, ms): ctr start → shim `start` action (containerd's work before the shim);
 # the start action; → runtime create; runtime create; create's exit → the user's program;
-# program exit → containerd's `delete` action; the delete action; → ctr's exit. Runtime calls
-# are counted per run (create, start, delete, ... each an exec of the runtime binary).
+# program exit → containerd's `delete` action; the delete action; → ctr's exit.
+# exec phases: ctr start → runtime exec; runtime exec → the program; program exit → ctr's exit.
+# Runtime calls are counted per run (create, start, exec, delete, ... each an exec of the
+# runtime binary).
 # Same private containerd and build selection as scripts/bench.sh.
 set -euo pipefail
 
@@ -18,6 +21,8 @@ REPO_ROOT=$(cd "$(dirname "$0")/.." && pwd)
 prefer_installed_build
 
 RUNS=${1:-20}
+MODE=${2:-run}
+case $MODE in run | exec) ;; *) die "mode: run or exec" ;; esac
 CRUN=${CRUN:-$(command -v crun || echo /usr/bin/crun)}
 [ "$(id -u)" = 0 ] || die "run as root"
 for b in containerd ctr perf python3 "$CRUN"; do command -v "$b" >/dev/null || die "$b not found"; done
@@ -39,17 +44,30 @@ for name in pvelxc runc-crun; do
     # shellcheck disable=SC2086
     for i in 1 2 3; do "${CTR[@]}" run --rm ${FLAGS[$name]} --env "$CONTAINER_PATH_ENV" --rootfs "$ROOTFS" "warm-$name-$i" /bin/true; done
     loop=$PC_DIR/loop-$name.sh
-    {
-        echo "for i in \$(seq $RUNS); do"
-        echo "  ${CTR[*]} run --rm ${FLAGS[$name]} --env $CONTAINER_PATH_ENV --rootfs $ROOTFS t-$name-\$i /bin/true"
-        echo "done"
-    } >"$loop"
+    if [ "$MODE" = exec ]; then
+        # shellcheck disable=SC2086
+        "${CTR[@]}" run -d ${FLAGS[$name]} --env "$CONTAINER_PATH_ENV" --rootfs "$ROOTFS" "idle-$name" /bin/sleep 100000
+        for i in 1 2 3; do "${CTR[@]}" task exec --exec-id "warm-$i" "idle-$name" /bin/true; done
+        cmd="${CTR[*]} task exec --exec-id x-\$i idle-$name /bin/true"
+    else
+        cmd="${CTR[*]} run --rm ${FLAGS[$name]} --env $CONTAINER_PATH_ENV --rootfs $ROOTFS t-$name-\$i /bin/true"
+    fi
+    printf 'for i in $(seq %s); do\n  %s\ndone\n' "$RUNS" "$cmd" >"$loop"
     perf record -q -o "$PC_DIR/$name.data" -a \
         -e sched:sched_process_exec,sched:sched_process_exit,sched:sched_process_fork -- bash "$loop" >/dev/null
     perf script -F comm,pid,tid,cpu,time,event,trace -i "$PC_DIR/$name.data" >"$PC_DIR/$name.txt" 2>/dev/null
+    if [ "$MODE" = exec ]; then
+        timeout 20 "${CTR[@]}" task kill -s SIGKILL "idle-$name" >/dev/null 2>&1 || true
+        for _ in $(seq 100); do
+            timeout 10 "${CTR[@]}" task ls 2>/dev/null | grep -q "^idle-$name .*RUNNING" || break
+            sleep 0.1
+        done
+        timeout 20 "${CTR[@]}" task rm -f "idle-$name" >/dev/null 2>&1 || true
+        timeout 20 "${CTR[@]}" containers rm "idle-$name" >/dev/null 2>&1 || true
+    fi
 done
 
-python3 - "$PC_DIR/pvelxc.txt" "$PC_DIR/runc-crun.txt" "$(readlink -f "$CRUN")" <<'PY'
+python3 - "$PC_DIR/pvelxc.txt" "$PC_DIR/runc-crun.txt" "$(readlink -f "$CRUN")" "$MODE" <<'PY'
 import re, statistics, sys
 
 def runs(path, crun):
@@ -87,7 +105,19 @@ def runs(path, crun):
         sh = [e for e in ex if e[0] == 'shim']
         rt = [e for e in ex if e[0] == 'rt']
         tr = [e for e in ex if e[0] == 'true']
-        if len(sh) < 3 or not rt or not tr or any(e[1] not in ends for e in sh + rt[:1] + tr):
+        if mode == 'run' and (len(sh) < 3 or not rt or not tr
+                              or any(e[1] not in ends for e in sh + rt[:1] + tr)):
+            continue
+        if mode == 'exec':
+            if not rt or not tr or rt[0][1] not in ends or tr[0][1] not in ends:
+                continue
+            phases.append({
+                'ctr start -> runtime exec': rt[0][2] - r['t0'],
+                'runtime exec -> program exec': tr[0][2] - rt[0][2],
+                'program exit -> ctr exit': r['end'] - ends[tr[0][1]],
+                'total': r['end'] - r['t0'],
+                'runtime calls': len(rt),
+            })
             continue
         start, _daemon, delete = sh[0], sh[1], sh[-1]
         phases.append({
@@ -104,6 +134,7 @@ def runs(path, crun):
         })
     return phases
 
+mode = sys.argv[4]
 a, b = runs(sys.argv[1], sys.argv[3]), runs(sys.argv[2], sys.argv[3])
 if not a or not b:
     sys.exit("bench-trace: no complete run traced")
