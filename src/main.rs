@@ -21,6 +21,12 @@ fn main() {
     if args.iter().skip(1).any(|a| a == "-info" || a == "--info") {
         std::process::exit(containerd_shim_pvelxc_v2::check::info::main());
     }
+    // One malloc arena: the shim's few threads (tokio's blocking pool for stdio and files) would
+    // each map a fresh 64 MiB arena and keep its pages; the work is tiny and mostly on one thread.
+    // SAFETY: mallopt only sets an allocator parameter; no other thread exists yet.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 1);
+    }
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
