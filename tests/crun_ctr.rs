@@ -243,9 +243,14 @@ fn an_exited_container_is_deleted_from_the_runtime_before_task_rm() {
             "while [ ! -e /go ]; do sleep 0.05; done; exit 7",
         ],
     );
-    let state = std::path::Path::new("/run/pvelxc/crun")
+    // The runtime's state directory, from the bundle record (crun or runc, whichever root).
+    let record = env
+        .state()
+        .join("io.containerd.runtime.v2.task")
         .join(env.ns())
-        .join("gone");
+        .join("gone/pvelxc.json");
+    let record: serde_json::Value = serde_json::from_slice(&fs::read(&record).unwrap()).unwrap();
+    let state = std::path::Path::new(record["state"]["root"].as_str().unwrap()).join("gone");
     assert!(
         state.is_dir(),
         "crun's state while it runs: {}",
@@ -253,7 +258,7 @@ fn an_exited_container_is_deleted_from_the_runtime_before_task_rm() {
     );
     fs::write(rootfs.join("go"), b"").unwrap();
     env.wait_task_status("gone", "STOPPED", T);
-    wait_until("crun's state of the exited container to go", T, || {
+    wait_until("the runtime's state of the exited container to go", T, || {
         (!state.exists()).then_some(())
     });
     let out = env.ctr(&["task", "kill", "-s", "SIGKILL", "gone"]);
