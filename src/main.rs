@@ -1,4 +1,4 @@
-use containerd_shim_pvelxc_v2::{shim::PvelxcShim, REVISION, RUNTIME_NAME, VERSION};
+use containerd_shim_pvelxc_v2::{REVISION, VERSION};
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -27,22 +27,5 @@ fn main() {
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 1);
     }
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("containerd-shim-pvelxc-v2: cannot start runtime: {e}");
-            std::process::exit(1);
-        }
-    };
-    let config = containerd_shim::Config {
-        no_reaper: true,
-        ..Default::default()
-    };
-    rt.block_on(containerd_shim::asynchronous::run::<PvelxcShim>(
-        RUNTIME_NAME,
-        Some(config),
-    ));
+    std::process::exit(containerd_shim_pvelxc_v2::shim::main(&args[1..]));
 }
