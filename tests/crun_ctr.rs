@@ -369,3 +369,54 @@ fn the_delete_action_skips_what_the_service_deleted() {
         "an unfinished container is deleted"
     );
 }
+
+/// Containers of one pod whose `start` actions run at once get one server between them: the
+/// socket is bound under a lock, and a bound socket is joined, never replaced.
+#[test]
+fn concurrent_starts_of_a_pod_share_one_server() {
+    if skip_unless_our_runtime() {
+        return;
+    }
+    let env = TestEnv::new();
+    let group = format!("podrace{}", std::process::id());
+    let starts: Vec<_> = (0..8)
+        .map(|i| {
+            let bundle = env.dir().join(format!("race{i}"));
+            fs::create_dir_all(&bundle).unwrap();
+            let spec = serde_json::json!({"annotations": {"io.kubernetes.cri.sandbox-id": group}});
+            fs::write(bundle.join("config.json"), spec.to_string()).unwrap();
+            // containerd's log fifo, as a plain file here
+            fs::write(bundle.join("log"), b"").unwrap();
+            let mut c = std::process::Command::new(shim_dir().join(SHIM_BINARY));
+            c.args(["-namespace", env.ns(), "-address"])
+                .arg(env.address())
+                .args(["-id", &format!("race{i}"), "start"])
+                .current_dir(&bundle)
+                .env(
+                    "TTRPC_ADDRESS",
+                    format!("{}.ttrpc", env.address().display()),
+                );
+            BgProcess::spawn(c, None)
+        })
+        .collect();
+    let addresses: Vec<String> = starts
+        .into_iter()
+        .map(|p| {
+            let out = p.finish(T);
+            assert!(out.status.success(), "start: {}", describe(&out));
+            stdout(&out)
+        })
+        .collect();
+    let address = addresses[0].clone();
+    assert!(address.starts_with("unix://"), "{address:?}");
+    assert!(addresses.iter().all(|a| *a == address), "{addresses:?}");
+    let servers: Vec<u32> = shim_pids_for(env.address())
+        .into_iter()
+        .filter(|p| cmdline(*p).iter().any(|a| *a == address))
+        .collect();
+    for p in &servers {
+        kill_pid(*p);
+    }
+    let _ = fs::remove_file(address.trim_start_matches("unix://"));
+    assert_eq!(servers.len(), 1, "one server for the pod: {servers:?}");
+}
