@@ -258,9 +258,11 @@ fn an_exited_container_is_deleted_from_the_runtime_before_task_rm() {
     );
     fs::write(rootfs.join("go"), b"").unwrap();
     env.wait_task_status("gone", "STOPPED", T);
-    wait_until("the runtime's state of the exited container to go", T, || {
-        (!state.exists()).then_some(())
-    });
+    wait_until(
+        "the runtime's state of the exited container to go",
+        T,
+        || (!state.exists()).then_some(()),
+    );
     let out = env.ctr(&["task", "kill", "-s", "SIGKILL", "gone"]);
     assert!(!out.status.success(), "{}", describe(&out));
     assert!(
