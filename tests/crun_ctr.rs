@@ -414,7 +414,7 @@ fn concurrent_starts_of_a_pod_share_one_server() {
     assert!(addresses.iter().all(|a| *a == address), "{addresses:?}");
     let servers: Vec<u32> = shim_pids_for(env.address())
         .into_iter()
-        .filter(|p| cmdline(*p).iter().any(|a| *a == address))
+        .filter(|p| cmdline(*p).contains(&address))
         .collect();
     for p in &servers {
         kill_pid(*p);
