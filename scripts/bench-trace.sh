@@ -56,15 +56,7 @@ for name in pvelxc runc-crun; do
     perf record -q -o "$PC_DIR/$name.data" -a \
         -e sched:sched_process_exec,sched:sched_process_exit,sched:sched_process_fork -- bash "$loop" >/dev/null
     perf script -F comm,pid,tid,cpu,time,event,trace -i "$PC_DIR/$name.data" >"$PC_DIR/$name.txt" 2>/dev/null
-    if [ "$MODE" = exec ]; then
-        timeout 20 "${CTR[@]}" task kill -s SIGKILL "idle-$name" >/dev/null 2>&1 || true
-        for _ in $(seq 100); do
-            timeout 10 "${CTR[@]}" task ls 2>/dev/null | grep -q "^idle-$name .*RUNNING" || break
-            sleep 0.1
-        done
-        timeout 20 "${CTR[@]}" task rm -f "idle-$name" >/dev/null 2>&1 || true
-        timeout 20 "${CTR[@]}" containers rm "idle-$name" >/dev/null 2>&1 || true
-    fi
+    [ "$MODE" != exec ] || remove_container "idle-$name"
 done
 
 python3 - "$PC_DIR/pvelxc.txt" "$PC_DIR/runc-crun.txt" "$(readlink -f "$CRUN")" "$MODE" <<'PY'

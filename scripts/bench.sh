@@ -97,15 +97,7 @@ for name in "${ORDER[@]}"; do
     [ "$n" = "$IDLE" ] || STATUS[$name]="FAILED(found $n of $IDLE idle shims)"
     PRIV_KB[$name]=$((private / (n > 0 ? n : 1)))
     for i in $(seq "$IDLE"); do
-        timeout 20 "${CTR[@]}" task kill -s SIGKILL "idle-$name-$i" >/dev/null 2>&1 || true
-    done
-    for i in $(seq "$IDLE"); do
-        for _ in $(seq 100); do
-            timeout 10 "${CTR[@]}" task ls 2>/dev/null | grep -q "^idle-$name-$i .*RUNNING" || break
-            sleep 0.1
-        done
-        timeout 20 "${CTR[@]}" task rm -f "idle-$name-$i" >/dev/null 2>&1 || true
-        timeout 20 "${CTR[@]}" containers rm "idle-$name-$i" >/dev/null 2>&1 || true
+        remove_container "idle-$name-$i"
     done
 done
 

@@ -148,6 +148,19 @@ stop_containerd() {
     PC_DIR=
 }
 
+# remove_container ID: SIGKILL its task, wait (bounded) until it no longer runs, remove the
+# task and the container. Needs CTR (start_containerd).
+remove_container() {
+    local id=$1
+    timeout 20 "${CTR[@]}" task kill -s SIGKILL "$id" >/dev/null 2>&1 || true
+    for _ in $(seq 100); do
+        timeout 10 "${CTR[@]}" task ls 2>/dev/null | grep -q "^$id .*RUNNING" || break
+        sleep 0.1
+    done
+    timeout 20 "${CTR[@]}" task rm -f "$id" >/dev/null 2>&1 || true
+    timeout 20 "${CTR[@]}" containers rm "$id" >/dev/null 2>&1 || true
+}
+
 # shim_pids: pids of shim processes serving our private containerd.
 shim_pids() {
     local p
