@@ -352,15 +352,7 @@ fn the_delete_action_skips_what_the_service_deleted() {
             "deleted": deleted,
         });
         fs::write(dir.join("pvelxc.json"), record.to_string()).unwrap();
-        let mut c = std::process::Command::new(shim_dir().join(SHIM_BINARY));
-        c.args(["-namespace", env.ns(), "-address"])
-            .arg(env.address())
-            .args(["-id", "late", "delete"])
-            .current_dir(&dir)
-            .env(
-                "TTRPC_ADDRESS",
-                format!("{}.ttrpc", env.address().display()),
-            );
+        let c = env.shim_action("late", "delete", &dir);
         let out = run_cmd(c, None, T);
         assert!(out.status.success(), "delete action: {}", describe(&out));
         fs::read_to_string(&calls).unwrap_or_default()
@@ -389,15 +381,7 @@ fn concurrent_starts_of_a_pod_share_one_server() {
             fs::write(bundle.join("config.json"), spec.to_string()).unwrap();
             // containerd's log fifo, as a plain file here
             fs::write(bundle.join("log"), b"").unwrap();
-            let mut c = std::process::Command::new(shim_dir().join(SHIM_BINARY));
-            c.args(["-namespace", env.ns(), "-address"])
-                .arg(env.address())
-                .args(["-id", &format!("race{i}"), "start"])
-                .current_dir(&bundle)
-                .env(
-                    "TTRPC_ADDRESS",
-                    format!("{}.ttrpc", env.address().display()),
-                );
+            let c = env.shim_action(&format!("race{i}"), "start", &bundle);
             BgProcess::spawn(c, None)
         })
         .collect();

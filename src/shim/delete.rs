@@ -7,7 +7,9 @@ use std::io::Write;
 use containerd_shim::Flags;
 use containerd_shim_protos::protobuf::Message;
 
-use super::{bundle_of, is_dead_socket, socket_path};
+use std::path::Path;
+
+use super::{bundle_of, socket_path};
 use crate::backend::{registry, BundleRecord};
 use crate::config::Config;
 use crate::error::{Error, Result};
@@ -54,4 +56,17 @@ fn remove_dead_socket(bundle: &std::path::Path) {
     if is_dead_socket(path) {
         let _ = std::fs::remove_file(path);
     }
+}
+
+/// A socket named like containerd's (64 hex digits) at `path` that nobody answers on.
+fn is_dead_socket(path: &Path) -> bool {
+    let named_like_ours = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.len() == 64 && n.bytes().all(|b| b.is_ascii_hexdigit()));
+    let is_socket = std::fs::symlink_metadata(path).is_ok_and(|m| {
+        use std::os::unix::fs::FileTypeExt;
+        m.file_type().is_socket()
+    });
+    named_like_ours && is_socket && std::os::unix::net::UnixStream::connect(path).is_err()
 }

@@ -55,19 +55,6 @@ fn socket_path(address: &str) -> &Path {
     Path::new(address.trim().trim_start_matches("unix://"))
 }
 
-/// A socket named like containerd's (64 hex digits) at `path` that nobody answers on.
-fn is_dead_socket(path: &Path) -> bool {
-    let named_like_ours = path
-        .file_name()
-        .and_then(|n| n.to_str())
-        .is_some_and(|n| n.len() == 64 && n.bytes().all(|b| b.is_ascii_hexdigit()));
-    let is_socket = std::fs::symlink_metadata(path).is_ok_and(|m| {
-        use std::os::unix::fs::FileTypeExt;
-        m.file_type().is_socket()
-    });
-    named_like_ours && is_socket && std::os::unix::net::UnixStream::connect(path).is_err()
-}
-
 /// The pod a container belongs to, from its config.json annotations.
 fn group_of(bundle: &Path) -> Option<String> {
     let text = std::fs::read(bundle.join("config.json")).ok()?;

@@ -127,6 +127,21 @@ impl TestEnv {
         }
     }
 
+    /// The shim binary run as containerd runs its actions (`start`, `delete`) for container
+    /// `id` of this env's namespace, in `dir` (the bundle).
+    pub fn shim_action(&self, id: &str, action: &str, dir: &Path) -> Command {
+        let mut c = Command::new(super::shim_dir().join(super::SHIM_BINARY));
+        c.args(["-namespace", self.ns(), "-address"])
+            .arg(self.address())
+            .args(["-id", id, action])
+            .current_dir(dir)
+            .env(
+                "TTRPC_ADDRESS",
+                format!("{}.ttrpc", self.address().display()),
+            );
+        c
+    }
+
     /// Spawn ctr in the background (stdin /dev/null, output captured).
     pub fn ctr_spawn(&self, args: &[&str]) -> BgProcess {
         BgProcess::spawn(self.ctr_command(args), None)
